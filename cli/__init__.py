@@ -1,0 +1,1 @@
+"""The keras-tie command-line application (installed as keras_tie.cli)."""

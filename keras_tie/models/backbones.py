@@ -1,0 +1,120 @@
+"""Classifier backbones of the TIE paper (001_b369f55403bc771c.txt, section 6.1).
+
+Every classifier is a functional `keras.Model` taking float pixels in [0, 1]
+(shape H x W x C) and returning logits. It standardises its input itself with a
+`Normalization` layer holding the training set's per-channel mean and
+variance, so saved models, exports and detectors all take plain pixels. The
+penultimate features are the output of the layer named `features` (see
+`feature_model`); Mahalanobis scores and the inversion's diversity loss use
+them.
+
+- `conv3` (28x28 inputs): three conv layers (width, 2x, 4x channels, 3x3, each
+  followed by BatchNormalization, ReLU and 2x2 max-pooling) and two dense
+  layers (`dense_units` with BatchNormalization and ReLU, then the logits).
+- `conv5` (32x32 inputs): five conv layers (width, width, 2x, 2x, 4x, pooling
+  after the 2nd, 4th and 5th) and the same two dense layers.
+- `resnet` (CIFAR-100, TinyImageNet): a conv stem and three stages of two
+  pre-activation-free basic residual blocks (width, 2x, 4x channels, stride 2
+  between stages), global average pooling, then the same two dense layers.
+"""
+
+import keras
+from keras import layers
+
+FEATURES_LAYER = "features"
+
+
+def resolve_backbone(name, image_shape):
+    """Chooses the paper's backbone for `auto`: conv3 up to 28x28, else conv5."""
+    if name != "auto":
+        return name
+    return "conv3" if max(image_shape[:2]) <= 28 else "conv5"
+
+
+def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_units=256,
+                     mean=None, variance=None, name="classifier"):
+    """Builds a classifier returning `num_outputs` logits.
+
+    Args:
+        image_shape: (H, W, C) of the input pixels in [0, 1].
+        num_outputs: number of logits (n for a plain classifier, n + 1 with a
+            garbage class at index n).
+        backbone: `conv3`, `conv5`, `resnet` or `auto`.
+        width: channels of the first conv layer.
+        dense_units: size of the penultimate features.
+        mean, variance: per-channel statistics of the training pixels for the
+            input standardisation (defaults: 0.5 and 0.25).
+
+    Returns:
+        A functional `keras.Model`; `model.get_layer("features")` gives the
+        penultimate features.
+    """
+    image_shape = tuple(int(d) for d in image_shape)
+    if len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (H, W, C). Received: image_shape={image_shape}")
+    channels = image_shape[-1]
+    mean = [0.5] * channels if mean is None else list(mean)
+    variance = [0.25] * channels if variance is None else list(variance)
+    backbone = resolve_backbone(backbone, image_shape)
+
+    inputs = keras.Input(image_shape, name="pixels")
+    x = layers.Normalization(axis=-1, mean=mean, variance=variance, name="standardize")(inputs)
+    if backbone == "conv3":
+        for i, filters in enumerate((width, 2 * width, 4 * width)):
+            x = _conv_bn_relu(x, filters, f"conv{i + 1}")
+            x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+        x = layers.Flatten(name="flatten")(x)
+    elif backbone == "conv5":
+        plan = ((width, False), (width, True), (2 * width, False), (2 * width, True),
+                (4 * width, True))
+        for i, (filters, pool) in enumerate(plan):
+            x = _conv_bn_relu(x, filters, f"conv{i + 1}")
+            if pool:
+                x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+        x = layers.Flatten(name="flatten")(x)
+    elif backbone == "resnet":
+        x = _conv_bn_relu(x, width, "stem")
+        for stage, filters in enumerate((width, 2 * width, 4 * width)):
+            for block in range(2):
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = _residual_block(x, filters, stride, f"stage{stage + 1}_block{block + 1}")
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
+    else:
+        raise ValueError(
+            f"Unknown backbone. Received: backbone={backbone!r}; expected conv3, conv5, "
+            "resnet or auto."
+        )
+    x = layers.Dense(dense_units, use_bias=False, name="dense1")(x)
+    x = layers.BatchNormalization(name="dense1_bn")(x)
+    features = layers.ReLU(name=FEATURES_LAYER)(x)
+    logits = layers.Dense(num_outputs, name="logits")(features)
+    return keras.Model(inputs, logits, name=name)
+
+
+def feature_model(classifier):
+    """A model sharing `classifier`'s layers that returns (features, logits)."""
+    return keras.Model(
+        classifier.input,
+        [classifier.get_layer(FEATURES_LAYER).output, classifier.outputs[0]],
+        name=f"{classifier.name}_features",
+    )
+
+
+def _conv_bn_relu(x, filters, name, stride=1):
+    x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                      name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _residual_block(x, filters, stride, name):
+    shortcut = x
+    y = _conv_bn_relu(x, filters, f"{name}_conv1", stride=stride)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_conv2_bn")(y)
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
+                                 name=f"{name}_proj")(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)

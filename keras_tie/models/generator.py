@@ -1,0 +1,54 @@
+"""The conditional generator G(z, y~) that inverts a classifier.
+
+Architecture (the paper, 001_b369f55403bc771c.txt section 6.1, only says
+"4-6 transposed convolutional stages" with normally initialised weights, so
+this is our choice): [z, y~] -> Dense to an (H/2^u) x (W/2^u) x width map ->
+u stride-2 transposed convolutions halving the channels each time -> one
+stride-1 transposed convolution -> a stride-1 transposed convolution to C
+channels with a sigmoid, i.e. pixels in [0, 1] like the data. u = 2 up to
+32x32 images (4 stages), 3 above (5 stages). Every hidden stage has
+BatchNormalization and ReLU; kernels start from N(0, 0.02) as in DCGAN.
+"""
+
+import keras
+from keras import layers
+
+
+def build_generator(image_shape, num_conditions, latent_dim=64, width=128, name="generator"):
+    """Builds G taking `[z, y_soft]` (shapes [B, latent_dim], [B, num_conditions]).
+
+    Returns:
+        A functional `keras.Model` returning images of `image_shape` in [0, 1].
+    """
+    height, width_px, channels = (int(d) for d in image_shape)
+    ups = 2 if max(height, width_px) <= 32 else 3
+    factor = 2 ** ups
+    if height % factor or width_px % factor:
+        raise ValueError(
+            f"The generator needs image sides divisible by {factor}. "
+            f"Received: image_shape={tuple(image_shape)}"
+        )
+    init = keras.initializers.RandomNormal(stddev=0.02)
+    z = keras.Input((latent_dim,), name="z")
+    y_soft = keras.Input((num_conditions,), name="y_soft")
+    x = layers.Concatenate(name="condition")([z, y_soft])
+    x = layers.Dense(height // factor * width_px // factor * width, use_bias=False,
+                     kernel_initializer=init, name="project")(x)
+    x = layers.BatchNormalization(name="project_bn")(x)
+    x = layers.ReLU(name="project_relu")(x)
+    x = layers.Reshape((height // factor, width_px // factor, width), name="reshape")(x)
+    filters = width
+    for i in range(ups):
+        filters = max(filters // 2, 16)
+        x = _deconv_bn_relu(x, filters, 2, init, f"up{i + 1}")
+    x = _deconv_bn_relu(x, filters, 1, init, "refine")
+    images = layers.Conv2DTranspose(channels, 3, padding="same", activation="sigmoid",
+                                    kernel_initializer=init, name="pixels")(x)
+    return keras.Model([z, y_soft], images, name=name)
+
+
+def _deconv_bn_relu(x, filters, stride, init, name):
+    x = layers.Conv2DTranspose(filters, 4 if stride == 2 else 3, strides=stride, padding="same",
+                               use_bias=False, kernel_initializer=init, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)

@@ -1,0 +1,1 @@
+"""Training: the TIE model, its epoch-level callbacks and the run driver."""

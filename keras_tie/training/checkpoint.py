@@ -1,0 +1,114 @@
+"""Resumable checkpoints of a training run, written so that a kill never breaks them.
+
+Layout, inside RUN_DIR/checkpoints/::
+
+    epoch_0003/ckpt.index, ckpt.data-*   model, generator, both optimizers,
+                                         the in-graph random generator,
+                                         class weights and gamma
+    epoch_0003/pool.npy                  the garbage pool (uint8)
+    epoch_0003/state.json                epoch, tau_t, history so far
+    latest.json                          {"epoch": 3, "directory": "epoch_0003"}
+
+A checkpoint is written into a temporary folder, flushed, and renamed into
+place; only then is latest.json replaced (atomically) to point at it. A kill
+at any moment leaves latest.json pointing at a complete checkpoint. The last
+`keep` checkpoints are kept.
+"""
+
+import glob
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_tie._io import read_json, write_json
+
+LATEST = "latest.json"
+
+
+def checkpoint_dir(run_dir):
+    return os.path.join(run_dir, "checkpoints")
+
+
+def save_checkpoint(run_dir, epoch, trackables, state, pool=None, keep=2):
+    """Writes the checkpoint of a completed `epoch` (1-based) and points latest.json at it."""
+    root = checkpoint_dir(run_dir)
+    os.makedirs(root, exist_ok=True)
+    name = f"epoch_{epoch:04d}"
+    tmp = os.path.join(root, f".tmp_{name}_{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    tf.train.Checkpoint(**trackables).write(os.path.join(tmp, "ckpt"))
+    if pool is not None:
+        with open(os.path.join(tmp, "pool.npy"), "wb") as f:
+            np.save(f, pool.numpy())
+            f.flush()
+            os.fsync(f.fileno())
+    write_json(os.path.join(tmp, "state.json"), dict(state, epoch=epoch))
+    final = os.path.join(root, name)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    write_json(os.path.join(root, LATEST), {"epoch": epoch, "directory": name})
+    _prune(root, keep)
+    return final
+
+
+def latest_checkpoint(run_dir):
+    """(directory, state) of the newest complete checkpoint, or None."""
+    root = checkpoint_dir(run_dir)
+    pointer = os.path.join(root, LATEST)
+    if not os.path.isfile(pointer):
+        return None
+    directory = os.path.join(root, read_json(pointer)["directory"])
+    state_file = os.path.join(directory, "state.json")
+    if not os.path.isfile(state_file):
+        raise FileNotFoundError(
+            f"{pointer} points at {directory}, which holds no state.json: the checkpoint "
+            "folder was changed by hand. Remove latest.json to start over.")
+    return directory, read_json(state_file)
+
+
+def restore_checkpoint(directory, trackables, pool=None):
+    """Loads a checkpoint written by `save_checkpoint` into `trackables` and `pool`."""
+    status = tf.train.Checkpoint(**trackables).read(os.path.join(directory, "ckpt"))
+    status.assert_existing_objects_matched()
+    pool_file = os.path.join(directory, "pool.npy")
+    if pool is not None and os.path.isfile(pool_file):
+        pool.set(np.load(pool_file))
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Checkpoints every `every` epochs and at the last one.
+
+    Args:
+        run_dir: the run folder.
+        trackables: name -> trackable (models, optimizers, variables).
+        state_fn: callable(epoch, logs) -> JSON-able dict saved with the
+            checkpoint (tau, history).
+        pool: the garbage pool, or None.
+        every: epochs between checkpoints.
+        last_epoch: the run's final epoch (always checkpointed).
+    """
+
+    def __init__(self, run_dir, trackables, state_fn, pool=None, every=1, last_epoch=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.trackables = trackables
+        self.state_fn = state_fn
+        self.pool = pool
+        self.every = max(int(every), 1)
+        self.last_epoch = last_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done % self.every == 0 or done == self.last_epoch:
+            save_checkpoint(self.run_dir, done, self.trackables, self.state_fn(done, logs or {}),
+                            self.pool)
+
+
+def _prune(root, keep):
+    complete = sorted(glob.glob(os.path.join(root, "epoch_*")))
+    for old in complete[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,93 @@
+"""The garbage pool: the images that make up the extra (n+1-th) class.
+
+The pool lives in a fixed-capacity tf.Variable so that `train_step` draws its
+garbage samples in-graph, without rebuilding the input pipeline when the pool
+changes. Images are stored as 8-bit pixels, like the real data (a 60,000-image
+pool of 28x28 images is 47 MB rather than 188 MB in float32).
+
+It starts as Gaussian noise in the classifier's standardised input space
+(pixel = clip(mean + std * N(0, 1), 0, 1) per channel), the paper's
+D_garbage ~ N(0, I) expressed in pixels. New inverted samples are appended
+until the pool is full; after that each new sample replaces a uniformly chosen
+old one (random retirement), so older epochs' samples and the initial noise
+fade out geometrically instead of all at once.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+class GarbagePool:
+    """A fixed-capacity store of garbage images.
+
+    Args:
+        image_shape: (H, W, C).
+        capacity: the most images the pool holds.
+    """
+
+    def __init__(self, image_shape, capacity):
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.capacity = int(capacity)
+        self.images = tf.Variable(tf.zeros((self.capacity, *self.image_shape), tf.uint8),
+                                  trainable=False, name="garbage_pool")
+        self.size = tf.Variable(0, dtype=tf.int32, trainable=False, name="garbage_pool_size")
+
+    def __len__(self):
+        return int(self.size.numpy())
+
+    def fill_with_noise(self, count, mean, std, rng):
+        """Replaces the content with `count` Gaussian-noise images."""
+        noise = rng.standard_normal((count, *self.image_shape), dtype=np.float32)
+        pixels = np.asarray(mean, np.float32) + np.asarray(std, np.float32) * noise
+        self.set(pixels)
+
+    def set(self, images):
+        """Replaces the content with `images` (float pixels in [0, 1] or uint8)."""
+        images = to_uint8(images)
+        if len(images) > self.capacity:
+            raise ValueError(f"{len(images)} images do not fit a pool of capacity "
+                             f"{self.capacity}.")
+        self.images[: len(images)].assign(images)
+        self.size.assign(len(images))
+
+    def add(self, images, rng):
+        """Adds images, retiring uniformly chosen old ones once full.
+
+        Returns:
+            The number of old images that were retired. When more images come
+            than the pool held before, the surplus beyond that is dropped.
+        """
+        images = to_uint8(images)
+        if len(images) == 0:
+            return 0
+        size = len(self)
+        free = self.capacity - size
+        head, tail = images[:free], images[free:]
+        if len(head):
+            self.images[size: size + len(head)].assign(head)
+            self.size.assign(size + len(head))
+        # Only images that were in the pool before this call are retired, so
+        # none of the new ones displaces another new one.
+        tail = tail[:size]
+        if len(tail):
+            slots = rng.choice(size, size=len(tail), replace=False)
+            self.images.scatter_nd_update(slots[:, None].astype(np.int64), tail)
+        return len(tail)
+
+    def sample(self, count, generator):
+        """Draws `count` images uniformly with replacement, as float32 in [0, 1] (graph-safe)."""
+        index = generator.uniform([count], minval=0, maxval=tf.maximum(self.size, 1),
+                                  dtype=tf.int32)
+        return tf.cast(tf.gather(self.images, index), tf.float32) / 255.0
+
+    def numpy(self):
+        """The stored images as a uint8 array of shape [size, H, W, C]."""
+        return self.images[: len(self)].numpy()
+
+
+def to_uint8(images):
+    """Float pixels in [0, 1] (or uint8) to uint8, rounding and clipping."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,281 @@
+"""Runs a training job end to end: data, models, fit, checkpoints, run folder.
+
+A run folder holds::
+
+    run.json            the resolved config, class names, input shape,
+                        normalisation, tau_T, history, test metrics, timings
+    model.keras         the trained classifier (keras.saving.load_model)
+    generator.keras     the inverting generator (method tie)
+    history.csv         one row per epoch (Keras CSVLogger)
+    images/             inverted samples per class per epoch (PNG)
+    logs/               TensorBoard scalars and images
+    checkpoints/        resumable checkpoints (see checkpoint.py)
+
+Methods: `tie` (the paper's Training-Inversion-Exclusion), `static` (n + 1
+classes, garbage class of static Gaussian noise: the paper's "No TIE"
+ablation), `plain` (the ordinary n-class classifier of the same backbone).
+"""
+
+import dataclasses
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_tie
+from keras_tie._io import read_json, write_json
+from keras_tie.config import Config, ConfigError
+from keras_tie.inference import predict_probabilities, two_level_decision
+from keras_tie.models import build_classifier, build_generator, resolve_backbone
+from keras_tie.training.callbacks import EpochTimer, InversionExclusion
+from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, restore_checkpoint
+from keras_tie.training.pool import GarbagePool
+from keras_tie.training.tie_model import TIEModel
+
+RUN_FILE = "run.json"
+MODEL_FILE = "model.keras"
+GENERATOR_FILE = "generator.keras"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    run_dir: str
+    config: Config
+    history: list
+    tau: float | None
+    test_metrics: dict
+
+
+def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
+    """Trains `config` into `run_dir`.
+
+    Args:
+        config: a `Config`.
+        run_dir: the run folder (created).
+        resume: continue from the folder's last checkpoint; the config saved
+            in run.json is used, except for `epochs`, which may be raised.
+        verbose: passed to `fit` (progress bar by default).
+        callbacks: extra Keras callbacks.
+
+    Returns:
+        A `RunResult`.
+    """
+    from keras_tie.data import load
+
+    run_file = os.path.join(run_dir, RUN_FILE)
+    checkpoint = None
+    if resume:
+        if not os.path.isfile(run_file):
+            raise FileNotFoundError(
+                f"Cannot resume: {run_file} does not exist. Start the run without --resume.")
+        saved = read_json(run_file)
+        config = Config.from_dict(saved["config"]).replace(epochs=config.epochs) \
+            if config is not None else Config.from_dict(saved["config"])
+        checkpoint = latest_checkpoint(run_dir)
+    elif os.path.isfile(os.path.join(run_dir, RUN_FILE)):
+        raise FileExistsError(
+            f"{run_dir} already holds a run. Pass --resume to continue it, or choose another "
+            "--output folder.")
+    os.makedirs(run_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+
+    data_dir = config.data_dir or None
+    train_set = load(config.dataset, split="train", data_dir=data_dir,
+                     limit=config.limit or None)
+    info = train_set.info
+    images, labels = train_set.images, train_set.labels.astype(np.int32)
+    if len(images) < config.batch_size:
+        raise ConfigError(
+            f"The training set has {len(images)} images, fewer than one batch. "
+            f"Received: batch_size={config.batch_size}. Lower --batch-size.")
+    num_classes = info.num_classes
+    mean, variance = channel_statistics(images)
+    with_garbage = config.method != "plain"
+    num_outputs = num_classes + 1 if with_garbage else num_classes
+
+    classifier = build_classifier(info.image_shape, num_outputs, config.model.backbone,
+                                  config.model.width, config.model.dense_units, mean, variance)
+    steps_per_epoch = len(images) // config.batch_size
+    dataset = epoch_batches(images, labels, config.batch_size, config.seed,
+                            checkpoint[1]["epoch"] if checkpoint else 0, config.epochs)
+
+    run_info = {
+        "keras_tie_version": keras_tie.__version__,
+        "config": config.to_dict(),
+        "method": config.method,
+        "dataset": info.name,
+        "data_source": info.source,
+        "class_names": list(info.class_names),
+        "num_classes": num_classes,
+        "num_outputs": num_outputs,
+        "garbage_index": num_classes if with_garbage else None,
+        "image_shape": list(info.image_shape),
+        "input": "float32 pixels in [0, 1], shape [batch, H, W, C]",
+        "normalization": {"mean": mean.tolist(), "variance": variance.tolist()},
+        "backbone": resolve_backbone(config.model.backbone, info.image_shape),
+        "train_images": len(images),
+        "steps_per_epoch": steps_per_epoch,
+        "status": "running",
+    }
+    write_json(run_file, run_info)
+
+    tie_callback = None
+    pool = None
+    if with_garbage:
+        tie = config.tie
+        pool = GarbagePool(info.image_shape, tie.pool_capacity)
+        pool.fill_with_noise(tie.initial_pool_size, mean, np.sqrt(variance),
+                             np.random.default_rng([config.seed, 0, 0]))
+        generator = None
+        if config.method == "tie":
+            generator = build_generator(info.image_shape, num_outputs, config.model.latent_dim,
+                                        config.model.generator_width)
+        garbage_per_batch = tie.garbage_per_batch or max(config.batch_size // num_classes, 1)
+        interval = max(steps_per_epoch // max(tie.generator_steps_per_epoch, 1), 1)
+        model = TIEModel(classifier, pool, generator, garbage_per_batch, tie.generator_batch_size,
+                    interval, tie.alpha, tie.beta, config.seed)
+        model.compile(keras.optimizers.Adam(config.optimizer.classifier_lr),
+                      keras.optimizers.Adam(config.optimizer.generator_lr)
+                      if generator is not None else None)
+        tie_callback = InversionExclusion(
+            model, images, np.bincount(labels, minlength=num_classes), steps_per_epoch,
+            tie.threshold_lambda, tie.samples_per_class, tie.gamma_start, tie.gamma_max,
+            tie.threshold_samples, config.seed, run_dir, os.path.join(run_dir, "logs"),
+            invert=generator is not None)
+        trackables = {"classifier": classifier, "optimizer": model.optimizer, "rng": model.rng,
+                      "class_weights": model.class_weights, "gamma": model.gamma}
+        if generator is not None:
+            trackables.update(generator=generator, generator_optimizer=model.generator_optimizer)
+    else:
+        model = classifier
+        model.compile(keras.optimizers.Adam(config.optimizer.classifier_lr),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        model.optimizer.build(classifier.trainable_variables)
+        trackables = {"classifier": classifier, "optimizer": model.optimizer}
+
+    history = []
+    initial_epoch = 0
+    if checkpoint:
+        directory, state = checkpoint
+        restore_checkpoint(directory, trackables, pool)
+        initial_epoch = state["epoch"]
+        history = state.get("history", [])
+        if tie_callback is not None:
+            tie_callback.tau = state.get("tau")
+
+    def checkpoint_state(epoch, logs):
+        history.append(dict(_plain(logs), epoch=epoch))
+        return {"tau": tie_callback.tau if tie_callback else None, "history": history}
+
+    fit_callbacks = [EpochTimer()]
+    if tie_callback is not None:
+        fit_callbacks.append(tie_callback)
+    fit_callbacks += [
+        RunCheckpoint(run_dir, trackables, checkpoint_state, pool, config.checkpoint_every,
+                      config.epochs),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resume),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        keras.callbacks.TerminateOnNaN(),
+        *callbacks,
+    ]
+    if initial_epoch < config.epochs:
+        model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose)
+
+    tau = tie_callback.tau if tie_callback is not None else None
+    _save_model(classifier, os.path.join(run_dir, MODEL_FILE))
+    if with_garbage and config.method == "tie":
+        _save_model(model.generator, os.path.join(run_dir, GENERATOR_FILE))
+
+    test_metrics = evaluate_test(classifier, config, info, tau, with_garbage)
+    run_info.update(status="complete", tau=tau, epochs_completed=len(history),
+                    history=history, test_metrics=test_metrics,
+                    pool_size=len(pool) if pool is not None else None)
+    write_json(run_file, run_info)
+    return RunResult(run_dir, config, history, tau, test_metrics)
+
+
+def channel_statistics(images, chunk=8192):
+    """Per-channel mean and variance of uint8 images in [0, 1] units (streamed in chunks)."""
+    channels = images.shape[-1]
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    count = 0
+    for start in range(0, len(images), chunk):
+        block = images[start: start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+        count += len(block)
+    mean = total / count
+    variance = np.maximum(squares / count - np.square(mean), 1e-6)
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
+def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs):
+    """A tf.data pipeline of (float pixels in [0, 1], label) batches for epochs
+    initial_epoch..epochs-1.
+
+    Each epoch's order is a permutation drawn from (seed, epoch) alone, so a
+    resumed run sees exactly the batches an uninterrupted run would. Images
+    stay uint8 in memory; batches are gathered and converted to float in one
+    vectorised op. The last partial batch of each epoch is dropped.
+    """
+    count = len(images)
+    steps = count // batch_size
+    images_t = tf.constant(images)
+    labels_t = tf.constant(labels)
+
+    def one_epoch(epoch):
+        order = tf.argsort(tf.random.stateless_uniform(
+            [count], seed=tf.stack([tf.constant(seed, tf.int64), epoch])))
+        return tf.data.Dataset.from_tensor_slices(
+            tf.reshape(order[: steps * batch_size], [steps, batch_size]))
+
+    def gather(index):
+        return tf.cast(tf.gather(images_t, index), tf.float32) / 255.0, tf.gather(labels_t, index)
+
+    return (tf.data.Dataset.range(initial_epoch, max(epochs, initial_epoch))
+            .flat_map(one_epoch)
+            .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def evaluate_test(classifier, config, info, tau, with_garbage):
+    """Test-split accuracy and, with a garbage class, what the rejection rules cost on ID data."""
+    from keras_tie.data import DatasetError, load
+
+    try:
+        test_set = load(config.dataset, split="test", data_dir=config.data_dir or None,
+                        limit=config.limit or None)
+    except DatasetError as error:
+        return {"skipped": str(error)}
+    probabilities = predict_probabilities(classifier, test_set.images)
+    predicted = probabilities.argmax(axis=-1)
+    metrics = {"test_images": len(test_set),
+               "accuracy": float(np.mean(predicted == test_set.labels))}
+    if with_garbage:
+        metrics["sent_to_garbage"] = float(np.mean(predicted == info.num_classes))
+        if tau is not None:
+            decided, _ = two_level_decision(probabilities, tau)
+            metrics["rejected_two_level"] = float(np.mean(decided == -1))
+            metrics["accuracy_accepted"] = float(
+                np.mean(decided[decided >= 0] == test_set.labels[decided >= 0])) \
+                if np.any(decided >= 0) else math.nan
+    return metrics
+
+
+def _save_model(model, path):
+    """model.save through a temporary name, so a kill never leaves half a .keras file."""
+    tmp = f"{path[:-len('.keras')]}.tmp-{os.getpid()}.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _plain(logs):
+    return {k: float(v) if np.ndim(v) == 0 else np.asarray(v).tolist() for k, v in logs.items()}
+

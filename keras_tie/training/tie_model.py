@@ -1,0 +1,177 @@
+"""TIEModel: the (n+1)-class classifier and its inverting generator, trained by fit().
+
+One `train_step` does what Algorithm 1 of the TIE paper
+(001_b369f55403bc771c.txt) does within an epoch:
+
+1. Classifier step: the batch of in-distribution images is joined by
+   `garbage_per_batch` images drawn from the garbage pool, labelled n, and the
+   classifier takes an Adam step on the class-weighted cross-entropy.
+2. Generator step (every `generator_interval`-th call): z ~ N(0, I),
+   v ~ N(0, I) in R^(n+1), y~ = softmax(v); the generator takes an Adam step on
+   the inversion loss of the classifier's output on G(z, y~), the classifier
+   held fixed (inference mode).
+
+The paper runs the generator after the classifier's epoch; interleaving the two
+inside the epoch is our choice: the generator keeps up with the classifier
+step by step, the cost per epoch is the same, and `fit()` drives everything.
+The epoch-level inversion, threshold and exclusion happen in the
+`InversionExclusion` callback.
+
+With `generator=None` the model is the paper's "No TIE" baseline: an
+(n+1)-class classifier whose garbage class is the static noise pool.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_tie.losses import inversion_loss, weighted_cross_entropy
+from keras_tie.models import feature_model
+
+
+class TIEModel(keras.Model):
+    """Trains a classifier with a garbage class, and optionally its inverting generator.
+
+    Args:
+        classifier: functional model, pixels in [0, 1] -> n + 1 logits, with a
+            `features` layer.
+        generator: functional model [z, y~] -> pixels, or None (static garbage).
+        pool: the `GarbagePool` the garbage samples are drawn from.
+        garbage_per_batch: pool samples added to each classifier batch.
+        generator_batch_size: batch of the generator step.
+        generator_interval: one generator step every this many train steps.
+        alpha, beta: inversion loss weights (gamma is the `gamma` variable,
+            set per epoch by the callback).
+        seed: seed of the in-graph random generator (z, v, pool draws).
+
+    The model itself is not saved as a whole: `classifier` and `generator`
+    are, as plain functional models.
+    """
+
+    def __init__(self, classifier, pool, generator=None, garbage_per_batch=12,
+                 generator_batch_size=128, generator_interval=1, alpha=0.1, beta=1.0,
+                 seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        self.generator = generator
+        self._pool = pool
+        self.num_outputs = int(classifier.outputs[0].shape[-1])
+        self.garbage_index = self.num_outputs - 1
+        self.garbage_per_batch = int(garbage_per_batch)
+        self.generator_batch_size = int(generator_batch_size)
+        self.generator_interval = max(int(generator_interval), 1)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.latent_dim = int(generator.inputs[0].shape[-1]) if generator is not None else 0
+        self._features = feature_model(classifier)
+        self.rng = tf.random.Generator.from_seed(seed)
+        self.class_weights = tf.Variable(tf.ones([self.num_outputs]), trainable=False,
+                                         name="class_weights")
+        self.gamma = tf.Variable(10.0, trainable=False, name="gamma")
+        self.generator_optimizer = None
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+        self.garbage_tracker = keras.metrics.Mean(name="garbage_accuracy")
+        self.inv_tracker = keras.metrics.Mean(name="inv_loss")
+        self.kl_tracker = keras.metrics.Mean(name="inv_kl")
+        self.ce_tracker = keras.metrics.Mean(name="inv_ce")
+        self.cos_tracker = keras.metrics.Mean(name="inv_cos")
+
+    def compile(self, optimizer, generator_optimizer=None, **kwargs):
+        """Two optimizers: `optimizer` for the classifier, `generator_optimizer` for G."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.generator_optimizer = generator_optimizer
+        if self.generator is not None:
+            if generator_optimizer is None:
+                raise ValueError("A TIEModel with a generator needs a generator_optimizer.")
+            # Built up front: its variables must exist before the conditional
+            # generator step is traced.
+            generator_optimizer.build(self.generator.trainable_variables)
+        self.optimizer.build(self.classifier.trainable_variables)
+
+    @property
+    def metrics(self):
+        trackers = [self.loss_tracker, self.accuracy_tracker, self.garbage_tracker]
+        if self.generator is not None:
+            trackers += [self.inv_tracker, self.kl_tracker, self.ce_tracker, self.cos_tracker]
+        return trackers
+
+    def call(self, inputs, training=False):
+        return self.classifier(inputs, training=training)
+
+    def train_step(self, data):
+        images, labels = data[0], tf.cast(data[1], tf.int32)
+        batch = tf.shape(images)[0]
+        garbage = self._pool.sample(self.garbage_per_batch, self.rng)
+        x = tf.concat([images, garbage], axis=0)
+        y = tf.concat([labels, tf.fill([self.garbage_per_batch], self.garbage_index)], axis=0)
+        with tf.GradientTape() as tape:
+            logits = self.classifier(x, training=True)
+            loss = weighted_cross_entropy(y, logits, self.class_weights)
+        variables = self.classifier.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        hits = tf.cast(tf.equal(predicted, y), tf.float32)
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(hits[:batch])
+        self.garbage_tracker.update_state(hits[batch:])
+
+        if self.generator is not None:
+            step = self.optimizer.iterations
+            tf.cond(tf.equal(step % self.generator_interval, 0), self.generator_step,
+                    lambda: tf.constant(0.0))
+        return {m.name: m.result() for m in self.metrics}
+
+    def generator_step(self):
+        """One Adam step of the generator on the inversion loss; returns the loss."""
+        z, y_soft = self.sample_conditions(self.generator_batch_size)
+        with tf.GradientTape() as tape:
+            generated = self.generator([z, y_soft], training=True)
+            features, logits = self._features(generated, training=False)
+            total, kl, ce, cos = inversion_loss(y_soft, logits, features, self.alpha,
+                                                self.beta, self.gamma)
+        variables = self.generator.trainable_variables
+        self.generator_optimizer.apply_gradients(zip(tape.gradient(total, variables),
+                                                     variables))
+        self.inv_tracker.update_state(total)
+        self.kl_tracker.update_state(kl)
+        self.ce_tracker.update_state(ce)
+        self.cos_tracker.update_state(cos)
+        return total
+
+    def sample_conditions(self, count, target=None):
+        """z ~ N(0, I) and y~ = softmax(v), v ~ N(0, I) (TIE paper, section 3).
+
+        With `target` (a class index or an int tensor of shape [count]) the
+        largest component of v is swapped into the target's position, so
+        argmax y~ = target while y~ keeps the shape of a random softmax.
+        """
+        z = self.rng.normal([count, self.latent_dim])
+        v = self.rng.normal([count, self.num_outputs])
+        if target is not None:
+            v = swap_max_to(v, target)
+        return z, tf.nn.softmax(v, axis=-1)
+
+    def test_step(self, data):
+        images, labels = data[0], tf.cast(data[1], tf.int32)
+        logits = self.classifier(images, training=False)
+        loss = weighted_cross_entropy(labels, logits, self.class_weights)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(tf.cast(tf.equal(predicted, labels), tf.float32))
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+
+def swap_max_to(v, target):
+    """Swaps, in each row of v, the largest entry with the entry at `target`."""
+    count, width = tf.shape(v)[0], tf.shape(v)[1]
+    target = tf.broadcast_to(tf.cast(target, tf.int32), [count])
+    top = tf.argmax(v, axis=-1, output_type=tf.int32)
+    rows = tf.range(count)
+    top_value = tf.gather_nd(v, tf.stack([rows, top], axis=1))
+    target_value = tf.gather_nd(v, tf.stack([rows, target], axis=1))
+    columns = tf.range(width)[None, :]
+    v = tf.where(columns == target[:, None], top_value[:, None], v)
+    return tf.where((columns == top[:, None]) & (top[:, None] != target[:, None]),
+                    target_value[:, None], v)

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from keras_tie.config import Config, ConfigError, parse_override
+from keras_tie.models import build_classifier, build_generator, feature_model
+from keras_tie.training.callbacks import InversionExclusion, image_grid
+from keras_tie.training.pool import GarbagePool
+from keras_tie.training.tie_model import TIEModel, swap_max_to
+
+
+@pytest.mark.parametrize("shape,backbone", [((28, 28, 1), "conv3"), ((32, 32, 3), "conv5"),
+                                            ((32, 32, 3), "resnet")])
+def test_backbones_and_generator_shapes(shape, backbone):
+    classifier = build_classifier(shape, 11, backbone, width=8, dense_units=16)
+    features, logits = feature_model(classifier)(np.zeros((2, *shape), np.float32))
+    assert logits.shape == (2, 11) and features.shape == (2, 16)
+    generator = build_generator(shape, 11, latent_dim=8, width=16)
+    images = generator([np.zeros((3, 8), np.float32), np.full((3, 11), 1 / 11, np.float32)])
+    assert images.shape == (3, *shape)
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
+
+
+def test_generator_refuses_odd_sizes():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        build_generator((30, 30, 1), 11)
+
+
+def test_swap_max_to_targets_the_class_and_keeps_the_values():
+    v = tf.constant([[0.1, 2.0, -1.0, 0.5], [3.0, 0.0, 1.0, 2.0]])
+    swapped = swap_max_to(v, tf.constant([3, 0])).numpy()
+    assert swapped.argmax(axis=1).tolist() == [3, 0]
+    np.testing.assert_allclose(swapped[0], [0.1, 0.5, -1.0, 2.0])
+    np.testing.assert_allclose(swapped[1], [3.0, 0.0, 1.0, 2.0])  # already there: unchanged
+    np.testing.assert_allclose(np.sort(swapped, axis=1), np.sort(v.numpy(), axis=1))
+
+
+def _tiny_model(generator=True, interval=1):
+    keras.utils.set_random_seed(0)
+    shape = (28, 28, 1)
+    classifier = build_classifier(shape, 4, width=4, dense_units=8)
+    gen = build_generator(shape, 4, latent_dim=4, width=16) if generator else None
+    pool = GarbagePool(shape, 64)
+    pool.fill_with_noise(32, [0.5], [0.5], np.random.default_rng(0))
+    model = TIEModel(classifier, pool, gen, garbage_per_batch=4, generator_batch_size=8,
+                     generator_interval=interval)
+    model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3) if gen else None)
+    return model
+
+
+@pytest.mark.parametrize("with_generator", [True, False])
+def test_one_train_step_changes_weights_and_gives_finite_losses(with_generator):
+    model = _tiny_model(with_generator)
+    x = np.random.default_rng(0).random((16, 28, 28, 1)).astype(np.float32)
+    y = np.arange(16) % 3
+    before_c = [w.numpy().copy() for w in model.classifier.trainable_weights]
+    before_g = [w.numpy().copy() for w in model.generator.trainable_weights] \
+        if with_generator else []
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert all(np.isfinite(v) for v in logs.values())
+    assert any(not np.allclose(a, b.numpy())
+               for a, b in zip(before_c, model.classifier.trainable_weights))
+    if with_generator:
+        assert {"inv_kl", "inv_ce", "inv_cos"} <= set(logs)
+        assert any(not np.allclose(a, b.numpy())
+                   for a, b in zip(before_g, model.generator.trainable_weights))
+
+
+def test_pool_appends_then_retires_at_random():
+    pool = GarbagePool((2, 2, 1), 5)
+    rng = np.random.default_rng(0)
+    assert pool.add(np.zeros((3, 2, 2, 1), np.float32), rng) == 0 and len(pool) == 3
+    retired = pool.add(np.ones((4, 2, 2, 1), np.float32), rng)
+    assert retired == 2 and len(pool) == 5
+    stored = pool.numpy()
+    assert (stored == 255).all(axis=(1, 2, 3)).sum() == 4  # all new images are in
+    sample = pool.sample(10, tf.random.Generator.from_seed(0)).numpy()
+    assert sample.shape == (10, 2, 2, 1) and sample.dtype == np.float32
+
+
+def test_exclusion_adds_only_samples_above_the_threshold():
+    model = _tiny_model()
+    train_images = np.random.default_rng(0).integers(0, 255, (40, 28, 28, 1), dtype=np.uint8)
+    callback = InversionExclusion(model, train_images, [10, 10, 20], steps_per_epoch=2,
+                                  samples_per_class=5, threshold_lambda=0.5)
+    callback.on_epoch_begin(0)
+    assert model.gamma.numpy() == pytest.approx(10.0)
+    # 3 ID classes x 10/10/20 + garbage 4 x 2 steps = 8: balanced weights
+    np.testing.assert_allclose(model.class_weights.numpy(),
+                               48 / (4 * np.array([10, 10, 20, 8])), rtol=1e-5)
+    before = len(model._pool)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert 0 <= logs["excluded"] <= 4 * 5
+    assert len(model._pool) == before + logs["excluded"]
+    assert 0.0 <= logs["tau"] <= 1.0 and 0.0 <= logs["inv_ue"] <= 1.0
+
+
+def test_gamma_schedule_reaches_the_cap():
+    model = _tiny_model()
+    callback = InversionExclusion(model, np.zeros((4, 28, 28, 1), np.uint8), [4, 0, 0], 1,
+                                  gamma_start=10, gamma_max=100)
+    callback.on_epoch_begin(11)
+    assert model.gamma.numpy() == pytest.approx(100.0)
+
+
+def test_image_grid_layout():
+    rows = np.zeros((3, 4, 5, 6, 1), np.float32)
+    grid = image_grid(rows, pad=1)
+    assert grid.shape == (3 * 6 + 1, 4 * 7 + 1, 1) and grid.dtype == np.uint8
+    assert grid[0].min() == 255 and grid[1, 1, 0] == 0
+
+
+def test_config_refuses_unknown_keys_wrong_types_and_bad_values(tmp_path):
+    with pytest.raises(ConfigError, match="tie.alpah.*Did you mean 'tie.alpha'"):
+        Config.from_dict({"tie": {"alpah": 0.1}})
+    with pytest.raises(ConfigError, match="epochs.*type int"):
+        Config.from_dict({"epochs": "ten"})
+    with pytest.raises(ConfigError, match="method"):
+        Config.from_dict({"method": "magic"})
+    with pytest.raises(ConfigError, match="tie.initial_pool_size"):
+        Config.from_dict({"tie": {"initial_pool_size": 10, "pool_capacity": 5}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Config.load(str(bad))
+    assert parse_override("tie.alpha=0.2") == ("tie.alpha", 0.2)
+    config = Config.load(None, {"tie.alpha": 0.2, "epochs": 3})
+    assert config.tie.alpha == 0.2 and config.epochs == 3
+    assert Config.from_dict({"optimizer": {"classifier_lr": 1}}).optimizer.classifier_lr == 1.0
