@@ -88,7 +88,7 @@ class TIEConfig:
     threshold_lambda: float = 0.5
     samples_per_class: int = 1000
     generator_batch_size: int = 128
-    generator_steps_per_epoch: int = 100
+    generator_steps_per_epoch: int = 200
     garbage_per_batch: int = 0
     pool_capacity: int = 50_000
     initial_pool_size: int = 6_000

@@ -157,7 +157,11 @@ class InversionExclusion(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` (wall time of the whole epoch, callbacks included) to logs."""
+    """Adds `epoch_seconds` to logs: wall time from this callback's epoch begin to its epoch end.
+
+    Placed after `InversionExclusion` in the callback list, it counts the
+    epoch's training steps plus the inversion and exclusion.
+    """
 
     def __init__(self):
         super().__init__()

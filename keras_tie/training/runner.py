@@ -172,9 +172,10 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
         history.append(dict(_plain(logs), epoch=epoch))
         return {"tau": tie_callback.tau if tie_callback else None, "history": history}
 
+    # The timer ends after the inversion and exclusion, before the checkpoint.
     fit_callbacks = [EpochTimer()]
     if tie_callback is not None:
-        fit_callbacks.append(tie_callback)
+        fit_callbacks.insert(0, tie_callback)
     fit_callbacks += [
         RunCheckpoint(run_dir, trackables, checkpoint_state, pool, config.checkpoint_every,
                       config.epochs),
@@ -185,7 +186,8 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
     ]
     if initial_epoch < config.epochs:
         model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose)
+                  steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose,
+                  shuffle=False)
 
     tau = tie_callback.tau if tie_callback is not None else None
     _save_model(classifier, os.path.join(run_dir, MODEL_FILE))

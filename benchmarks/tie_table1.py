@@ -1,0 +1,95 @@
+"""TIE paper Table 1 on trained runs: ID accuracy and the share of each OOD set sent to the
+garbage class (level 1), plus the share rejected by the full two-level rule.
+
+    python benchmarks/tie_table1.py RUN_DIR [RUN_DIR ...] [--ood fashion_mnist,cifar10,...]
+
+OOD test sets are converted to the model's input shape (e.g. CIFAR-10 to 28x28 grayscale).
+Writes a Markdown table to benchmarks/results/table1_<ID>.md (or --output) and prints it.
+The same rule is what `keras-tie evaluate` reports as level 1.
+"""
+
+import argparse
+import os
+
+import keras
+import numpy as np
+
+from keras_tie._io import read_json
+from keras_tie.data import load
+from keras_tie.inference import predict_probabilities, two_level_decision
+
+# Paper Table 1 (001_b369f55403bc771c.txt), TIE / No TIE, for the rows we can run here.
+PAPER = {
+    "mnist": {"mnist": (99.1, 97.5), "fashion_mnist": (89.5, 23.4), "cifar10": (99.4, 36.2),
+              "cifar100": (98.6, 28.9)},
+    "fashion_mnist": {"fashion_mnist": (92.6, 91.3), "mnist": (85.2, 37.8),
+                      "cifar10": (95.7, 35.7), "cifar100": (94.8, 30.8)},
+}
+
+
+def evaluate_run(run_dir, ood_names, data_dir=None):
+    info = read_json(os.path.join(run_dir, "run.json"))
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    shape = tuple(info["image_shape"])
+    tau = info.get("tau")
+    test = load(info["dataset"], split="test", data_dir=data_dir)
+    p = predict_probabilities(model, test.images)
+    row = {"method": info["method"], "epochs": info.get("epochs_completed"),
+           info["dataset"]: 100 * float(np.mean(p.argmax(-1) == test.labels))}
+    if tau is not None:
+        decided, _ = two_level_decision(p, tau)
+        row["id_rejected_two_level"] = 100 * float(np.mean(decided == -1))
+    for name in ood_names:
+        kwargs = {"like": test, "count": 10000, "seed": 0} \
+            if name in ("gaussian", "uniform", "sphere") else {}
+        ood = load(name, split="test", data_dir=data_dir, target_shape=shape, **kwargs)
+        q = predict_probabilities(model, ood.images)
+        row[name] = 100 * float(np.mean(q.argmax(-1) == info["num_classes"]))
+        if tau is not None:
+            decided, _ = two_level_decision(q, tau)
+            row[f"{name}_two_level"] = 100 * float(np.mean(decided == -1))
+    return info["dataset"], row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--ood", default="")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    rows = []
+    for run in args.runs:
+        dataset = read_json(os.path.join(run, "run.json"))["dataset"]
+        ood = [n for n in (args.ood.split(",") if args.ood else
+                           [k for k in PAPER.get(dataset, {}) if k != dataset]) if n]
+        dataset, row = evaluate_run(run, ood, args.data_dir)
+        rows.append((run, row, ood))
+    lines = [f"# Table 1 reproduction, ID = {dataset}", "",
+             "Level 1: share (%) of each OOD test set sent to the garbage class; ID column: "
+             "test accuracy over all n+1 outputs. In brackets: share rejected by the two-level "
+             "rule (garbage class or UE > tau_T). Paper: TIE / No TIE from Table 1.", "",
+             "| run | method | epochs | " + " | ".join(
+                 [dataset] + rows[0][2]) + " | ID rejected by two-level rule |",
+             "|---|---|---|" + "---|" * (len(rows[0][2]) + 2)]
+    for run, row, ood in rows:
+        cells = [f"{row[dataset]:.2f}"] + [
+            f"{row[n]:.1f} ({row.get(n + '_two_level', float('nan')):.1f})" for n in ood]
+        lines.append(f"| {os.path.basename(run.rstrip('/'))} | {row['method']} | "
+                     f"{row['epochs']} | " + " | ".join(cells) +
+                     f" | {row.get('id_rejected_two_level', float('nan')):.1f} |")
+    paper = PAPER.get(dataset, {})
+    lines.append("| paper | TIE / No TIE | 20 | " + " | ".join(
+        f"{paper[n][0]} / {paper[n][1]}" if n in paper else "-" for n in [dataset] + rows[0][2])
+        + " | - |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                         f"table1_{dataset}.md")
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

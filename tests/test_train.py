@@ -1,0 +1,120 @@
+"""End-to-end training on a small slice of the real MNIST, through the CLI and the API."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from keras_tie.cli.main import cli
+from keras_tie.config import Config
+from keras_tie.data import load
+from keras_tie.inference import predict_logits
+from keras_tie.training.checkpoint import latest_checkpoint
+from keras_tie.training.runner import train
+
+SMALL = ["--set", "tie.samples_per_class=20", "--set", "tie.generator_steps_per_epoch=4",
+         "--set", "tie.initial_pool_size=64", "--set", "tie.pool_capacity=400",
+         "--set", "optimizer.classifier_lr=0.001"]
+
+
+def small_config(shared_data_dir, **changes):
+    values = {"dataset": "mnist", "epochs": 2, "batch_size": 64, "limit": 512,
+              "data_dir": str(shared_data_dir), "tie.samples_per_class": 20,
+              "tie.generator_steps_per_epoch": 4, "tie.initial_pool_size": 64,
+              "tie.pool_capacity": 400, "optimizer.classifier_lr": 1e-3}
+    values.update(changes)
+    return Config.load(None, values)
+
+
+def test_cli_train_tie_end_to_end_then_reload(tmp_path, shared_data_dir):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--dataset", "mnist", "--epochs", "2", "--batch-size", "64", "--limit", "512",
+        "--data-dir", str(shared_data_dir), "--output", str(run_dir), "--quiet", *SMALL])
+    assert result.exit_code == 0, result.output
+    assert "tau_T" in result.output
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "complete" and info["epochs_completed"] == 2
+    assert info["num_outputs"] == 11 and info["garbage_index"] == 10
+    assert info["config"]["epochs"] == 2 and info["config"]["tie"]["samples_per_class"] == 20
+    assert 0.0 < info["tau"] < 1.0
+    assert info["test_metrics"]["accuracy"] > 0.5  # 512 images, 2 epochs: well above chance
+    history = info["history"]
+    for key in ("tau", "pool_size", "inv_entropy", "inv_confidence", "inv_margin", "inv_ue",
+                "loss", "inv_kl", "epoch_seconds"):
+        assert key in history[-1], key
+    assert history[-1]["pool_size"] >= 64
+    assert (run_dir / "images" / "inverted_epoch_002.png").stat().st_size > 0
+    assert (run_dir / "history.csv").read_text().count("\n") == 3
+    assert any(os.scandir(run_dir / "logs"))
+
+    model = keras.saving.load_model(run_dir / "model.keras")
+    test = load("mnist", split="test", data_dir=str(shared_data_dir), limit=100)
+    reloaded = predict_logits(model, test.images)
+    generator = keras.saving.load_model(run_dir / "generator.keras")
+    assert generator.outputs[0].shape[1:] == (28, 28, 1)
+    # the run's own evaluation used the same saved weights
+    assert reloaded.shape == (100, 11) and np.isfinite(reloaded).all()
+    assert np.mean(reloaded.argmax(-1) == test.labels) > 0.5
+
+
+def test_cli_refuses_bad_config_before_training(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--dataset", "digits", "--set", "tie.alpah=1",
+                                      "--output", str(tmp_path / "r")])
+    assert result.exit_code != 0 and "tie.alpha" in result.output
+    assert not (tmp_path / "r").exists()
+    result = CliRunner().invoke(cli, ["train", "--resume"])
+    assert result.exit_code != 0 and "--output" in result.output
+
+
+@pytest.mark.parametrize("method,outputs", [("static", 11), ("plain", 10)])
+def test_baselines_train_on_the_same_data(tmp_path, shared_data_dir, method, outputs):
+    run = train(small_config(shared_data_dir, method=method, epochs=1), str(tmp_path / method),
+                verbose=0)
+    model = keras.saving.load_model(tmp_path / method / "model.keras")
+    assert model.outputs[0].shape[-1] == outputs
+    assert run.test_metrics["accuracy"] > 0.3
+    assert not (tmp_path / method / "generator.keras").exists()
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_restores_state(tmp_path, shared_data_dir):
+    config = small_config(shared_data_dir)
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir, verbose=0, callbacks=[_Interrupt()])
+    directory, state = latest_checkpoint(run_dir)
+    assert state["epoch"] == 1 and state["tau"] is not None
+    pool_after_epoch_1 = np.load(os.path.join(directory, "pool.npy"))
+    with pytest.raises(FileExistsError):
+        train(config, run_dir, verbose=0)  # without --resume: refused, nothing overwritten
+
+    resumed = train(None, run_dir, resume=True, verbose=0)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[0]["tau"] == pytest.approx(state["tau"])
+    assert resumed.history[1]["pool_size"] >= len(pool_after_epoch_1)
+    info = json.loads(open(os.path.join(run_dir, "run.json")).read())
+    assert info["status"] == "complete" and info["epochs_completed"] == 2
+
+
+def test_a_half_written_checkpoint_leaves_the_previous_one_usable(tmp_path, shared_data_dir):
+    config = small_config(shared_data_dir, epochs=1)
+    run_dir = str(tmp_path / "run")
+    train(config, run_dir, verbose=0)
+    # a kill during the next checkpoint leaves a temporary folder behind
+    os.makedirs(os.path.join(run_dir, "checkpoints", ".tmp_epoch_0002_999"))
+    with open(os.path.join(run_dir, "checkpoints", ".tmp_epoch_0002_999", "ckpt.index"),
+              "wb") as f:
+        f.write(b"\x00partial")
+    directory, state = latest_checkpoint(run_dir)
+    assert state["epoch"] == 1 and directory.endswith("epoch_0001")
+    resumed = train(config.replace(epochs=2), run_dir, resume=True, verbose=0)
+    assert len(resumed.history) == 2
