@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_tie._io import atomic_write_bytes
 from keras_tie.inference import predict_probabilities
 from keras_tie.losses import balanced_class_weights
 from keras_tie.uncertainty import confidence, entropy, margin, uncertainty
@@ -187,6 +188,4 @@ def image_grid(rows, pad=1):
 
 def write_png(path, image):
     """Writes a uint8 [H, W, C] image as PNG, atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    tf.io.write_file(tmp, tf.io.encode_png(image))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, tf.io.encode_png(image).numpy())
