@@ -37,6 +37,8 @@ class ModelConfig:
             have this size.
         latent_dim: size of the generator's noise input z.
         generator_width: channels of the generator's first feature map.
+        bn_momentum: BatchNormalization momentum of both networks (Keras'
+            0.99; use 0.9 for runs of a few hundred steps, see build_classifier).
     """
 
     backbone: str = "auto"
@@ -44,6 +46,7 @@ class ModelConfig:
     dense_units: int = 256
     latent_dim: int = 64
     generator_width: int = 128
+    bn_momentum: float = 0.99
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,8 @@ class Config:
         for key in ("width", "dense_units", "latent_dim", "generator_width"):
             value = getattr(self.model, key)
             _check(value >= 1, f"model.{key}", value, "an integer >= 1")
+        _check(0.0 <= self.model.bn_momentum < 1.0, "model.bn_momentum", self.model.bn_momentum,
+               "a number in [0, 1)")
         for key in ("classifier_lr", "generator_lr"):
             value = getattr(self.optimizer, key)
             _check(value > 0, f"optimizer.{key}", value, "a positive number")

@@ -32,7 +32,7 @@ def resolve_backbone(name, image_shape):
 
 
 def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_units=256,
-                     mean=None, variance=None, name="classifier"):
+                     mean=None, variance=None, bn_momentum=0.99, name="classifier"):
     """Builds a classifier returning `num_outputs` logits.
 
     Args:
@@ -44,6 +44,10 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
         dense_units: size of the penultimate features.
         mean, variance: per-channel statistics of the training pixels for the
             input standardisation (defaults: 0.5 and 0.25).
+        bn_momentum: momentum of the BatchNormalization moving statistics
+            (Keras' 0.99 by default; 0.9, PyTorch's default, suits runs of a
+            few hundred steps, whose moving statistics would otherwise still
+            remember their initial values).
 
     Returns:
         A functional `keras.Model`; `model.get_layer("features")` gives the
@@ -61,23 +65,24 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
     x = layers.Normalization(axis=-1, mean=mean, variance=variance, name="standardize")(inputs)
     if backbone == "conv3":
         for i, filters in enumerate((width, 2 * width, 4 * width)):
-            x = _conv_bn_relu(x, filters, f"conv{i + 1}")
+            x = _conv_bn_relu(x, filters, f"conv{i + 1}", bn_momentum)
             x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
         x = layers.Flatten(name="flatten")(x)
     elif backbone == "conv5":
         plan = ((width, False), (width, True), (2 * width, False), (2 * width, True),
                 (4 * width, True))
         for i, (filters, pool) in enumerate(plan):
-            x = _conv_bn_relu(x, filters, f"conv{i + 1}")
+            x = _conv_bn_relu(x, filters, f"conv{i + 1}", bn_momentum)
             if pool:
                 x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
         x = layers.Flatten(name="flatten")(x)
     elif backbone == "resnet":
-        x = _conv_bn_relu(x, width, "stem")
+        x = _conv_bn_relu(x, width, "stem", bn_momentum)
         for stage, filters in enumerate((width, 2 * width, 4 * width)):
             for block in range(2):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = _residual_block(x, filters, stride, f"stage{stage + 1}_block{block + 1}")
+                x = _residual_block(x, filters, stride, f"stage{stage + 1}_block{block + 1}",
+                                    bn_momentum)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
     else:
         raise ValueError(
@@ -85,7 +90,7 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
             "resnet or auto."
         )
     x = layers.Dense(dense_units, use_bias=False, name="dense1")(x)
-    x = layers.BatchNormalization(name="dense1_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="dense1_bn")(x)
     features = layers.ReLU(name=FEATURES_LAYER)(x)
     logits = layers.Dense(num_outputs, name="logits")(features)
     return keras.Model(inputs, logits, name=name)
@@ -100,21 +105,22 @@ def feature_model(classifier):
     )
 
 
-def _conv_bn_relu(x, filters, name, stride=1):
+def _conv_bn_relu(x, filters, name, bn_momentum, stride=1):
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
                       name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _residual_block(x, filters, stride, name):
+def _residual_block(x, filters, stride, name, bn_momentum):
     shortcut = x
-    y = _conv_bn_relu(x, filters, f"{name}_conv1", stride=stride)
+    y = _conv_bn_relu(x, filters, f"{name}_conv1", bn_momentum, stride=stride)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_conv2_bn")(y)
+    y = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_conv2_bn")(y)
     if stride != 1 or shortcut.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
                                  name=f"{name}_proj")(shortcut)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = layers.BatchNormalization(momentum=bn_momentum,
+                                                 name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)

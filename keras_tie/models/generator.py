@@ -14,8 +14,11 @@ import keras
 from keras import layers
 
 
-def build_generator(image_shape, num_conditions, latent_dim=64, width=128, name="generator"):
+def build_generator(image_shape, num_conditions, latent_dim=64, width=128, bn_momentum=0.99,
+                    name="generator"):
     """Builds G taking `[z, y_soft]` (shapes [B, latent_dim], [B, num_conditions]).
+
+    `bn_momentum` is the BatchNormalization momentum (see `build_classifier`).
 
     Returns:
         A functional `keras.Model` returning images of `image_shape` in [0, 1].
@@ -34,21 +37,21 @@ def build_generator(image_shape, num_conditions, latent_dim=64, width=128, name=
     x = layers.Concatenate(name="condition")([z, y_soft])
     x = layers.Dense(height // factor * width_px // factor * width, use_bias=False,
                      kernel_initializer=init, name="project")(x)
-    x = layers.BatchNormalization(name="project_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="project_bn")(x)
     x = layers.ReLU(name="project_relu")(x)
     x = layers.Reshape((height // factor, width_px // factor, width), name="reshape")(x)
     filters = width
     for i in range(ups):
         filters = max(filters // 2, 16)
-        x = _deconv_bn_relu(x, filters, 2, init, f"up{i + 1}")
-    x = _deconv_bn_relu(x, filters, 1, init, "refine")
+        x = _deconv_bn_relu(x, filters, 2, init, f"up{i + 1}", bn_momentum)
+    x = _deconv_bn_relu(x, filters, 1, init, "refine", bn_momentum)
     images = layers.Conv2DTranspose(channels, 3, padding="same", activation="sigmoid",
                                     kernel_initializer=init, name="pixels")(x)
     return keras.Model([z, y_soft], images, name=name)
 
 
-def _deconv_bn_relu(x, filters, stride, init, name):
+def _deconv_bn_relu(x, filters, stride, init, name, bn_momentum):
     x = layers.Conv2DTranspose(filters, 4 if stride == 2 else 3, strides=stride, padding="same",
                                use_bias=False, kernel_initializer=init, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)

@@ -98,7 +98,8 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
     num_outputs = num_classes + 1 if with_garbage else num_classes
 
     classifier = build_classifier(info.image_shape, num_outputs, config.model.backbone,
-                                  config.model.width, config.model.dense_units, mean, variance)
+                                  config.model.width, config.model.dense_units, mean, variance,
+                                  config.model.bn_momentum)
     steps_per_epoch = len(images) // config.batch_size
     dataset = epoch_batches(images, labels, config.batch_size, config.seed,
                             checkpoint[1]["epoch"] if checkpoint else 0, config.epochs)
@@ -133,7 +134,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
         generator = None
         if config.method == "tie":
             generator = build_generator(info.image_shape, num_outputs, config.model.latent_dim,
-                                        config.model.generator_width)
+                                        config.model.generator_width, config.model.bn_momentum)
         garbage_per_batch = tie.garbage_per_batch or max(config.batch_size // num_classes, 1)
         interval = max(steps_per_epoch // max(tie.generator_steps_per_epoch, 1), 1)
         model = TIEModel(classifier, pool, generator, garbage_per_batch, tie.generator_batch_size,
