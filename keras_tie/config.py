@@ -244,9 +244,15 @@ def preset_path(name, configs_dir=None):
 
 
 def default_configs_dir():
-    """configs/ of the source tree (the presets ship with the repository)."""
+    """configs/ of the source tree, else the copy a non-editable install puts in
+    <prefix>/share/keras-tie/configs."""
+    import sys
+
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(here), "configs")
+    source_tree = os.path.join(os.path.dirname(here), "configs")
+    if os.path.isdir(source_tree):
+        return source_tree
+    return os.path.join(sys.prefix, "share", "keras-tie", "configs")
 
 
 def _coerce(name, value, kind):
