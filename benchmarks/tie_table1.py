@@ -34,8 +34,10 @@ def evaluate_run(run_dir, ood_names, data_dir=None):
     tau = info.get("tau")
     test = load(info["dataset"], split="test", data_dir=data_dir)
     p = predict_probabilities(model, test.images)
+    n = info["num_classes"]
     row = {"method": info["method"], "epochs": info.get("epochs_completed"),
-           info["dataset"]: 100 * float(np.mean(p.argmax(-1) == test.labels))}
+           info["dataset"]: 100 * float(np.mean(p.argmax(-1) == test.labels)),
+           "id_accuracy_n_outputs": 100 * float(np.mean(p[:, :n].argmax(-1) == test.labels))}
     if tau is not None:
         decided, _ = two_level_decision(p, tau)
         row["id_rejected_two_level"] = 100 * float(np.mean(decided == -1))
@@ -70,18 +72,20 @@ def main():
              "test accuracy over all n+1 outputs. In brackets: share rejected by the two-level "
              "rule (garbage class or UE > tau_T). Paper: TIE / No TIE from Table 1.", "",
              "| run | method | epochs | " + " | ".join(
-                 [dataset] + rows[0][2]) + " | ID rejected by two-level rule |",
-             "|---|---|---|" + "---|" * (len(rows[0][2]) + 2)]
+                 [dataset] + rows[0][2]) + " | ID accuracy over the n ID outputs | "
+             "ID rejected by two-level rule |",
+             "|---|---|---|" + "---|" * (len(rows[0][2]) + 3)]
     for run, row, ood in rows:
         cells = [f"{row[dataset]:.2f}"] + [
             f"{row[n]:.1f} ({row.get(n + '_two_level', float('nan')):.1f})" for n in ood]
         lines.append(f"| {os.path.basename(run.rstrip('/'))} | {row['method']} | "
                      f"{row['epochs']} | " + " | ".join(cells) +
+                     f" | {row['id_accuracy_n_outputs']:.2f}"
                      f" | {row.get('id_rejected_two_level', float('nan')):.1f} |")
     paper = PAPER.get(dataset, {})
     lines.append("| paper | TIE / No TIE | 20 | " + " | ".join(
         f"{paper[n][0]} / {paper[n][1]}" if n in paper else "-" for n in [dataset] + rows[0][2])
-        + " | - |")
+        + " | - | - |")
     text = "\n".join(lines) + "\n"
     print(text)
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
