@@ -82,6 +82,10 @@ class TIEConfig:
             uniformly chosen old ones.
         initial_pool_size: Gaussian-noise images the pool starts with.
         threshold_samples: training images used to estimate tau_t (0 = all).
+        garbage_weight: multiplier on the garbage class's balanced weight (1 =
+            every class, garbage included, weighs the same in the loss). Below
+            1 the classifier needs more evidence before it calls an image
+            garbage: a weight w shifts the garbage logit by about log(w).
     """
 
     alpha: float = 0.1
@@ -96,6 +100,7 @@ class TIEConfig:
     pool_capacity: int = 50_000
     initial_pool_size: int = 6_000
     threshold_samples: int = 0
+    garbage_weight: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +153,7 @@ class Config:
         t = self.tie
         for key in ("alpha", "beta", "gamma_start", "gamma_max", "threshold_lambda"):
             _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "a number >= 0")
+        _check(t.garbage_weight > 0, "tie.garbage_weight", t.garbage_weight, "a number > 0")
         _check(t.gamma_max >= t.gamma_start, "tie.gamma_max", t.gamma_max,
                f">= tie.gamma_start ({t.gamma_start})")
         for key in ("samples_per_class", "generator_batch_size", "pool_capacity",

@@ -97,6 +97,16 @@ def test_exclusion_adds_only_samples_above_the_threshold():
     assert 0.0 <= logs["tau"] <= 1.0 and 0.0 <= logs["inv_ue"] <= 1.0
 
 
+def test_garbage_weight_scales_only_the_garbage_class():
+    model = _tiny_model()
+    callback = InversionExclusion(model, np.zeros((4, 28, 28, 1), np.uint8), [10, 10, 20], 2,
+                                  garbage_weight=0.1)
+    callback.on_epoch_begin(0)
+    balanced = 48 / (4 * np.array([10, 10, 20, 8]))
+    np.testing.assert_allclose(model.class_weights.numpy(), balanced * [1, 1, 1, 0.1],
+                               rtol=1e-5)
+
+
 def test_gamma_schedule_reaches_the_cap():
     model = _tiny_model()
     callback = InversionExclusion(model, np.zeros((4, 28, 28, 1), np.uint8), [4, 0, 0], 1,

@@ -49,12 +49,13 @@ class InversionExclusion(keras.callbacks.Callback):
         run_dir: where images/epoch_XXX.png go (None: no files).
         tensorboard_dir: where the image summaries go (None: none).
         invert: False for the static-garbage baseline (weights only).
+        garbage_weight: multiplier on the garbage class's balanced weight.
     """
 
     def __init__(self, tie_model, train_images, train_counts, steps_per_epoch,
                  threshold_lambda=0.5, samples_per_class=1000, gamma_start=10.0,
                  gamma_max=100.0, threshold_samples=0, seed=0, run_dir=None,
-                 tensorboard_dir=None, invert=True):
+                 tensorboard_dir=None, invert=True, garbage_weight=1.0):
         super().__init__()
         self.tie_model = tie_model
         self.train_images = train_images
@@ -69,6 +70,7 @@ class InversionExclusion(keras.callbacks.Callback):
         self.run_dir = run_dir
         self.tensorboard_dir = tensorboard_dir
         self.invert = invert
+        self.garbage_weight = float(garbage_weight)
         self.tau = None
         self._writer = None
         self._generate = None
@@ -79,7 +81,9 @@ class InversionExclusion(keras.callbacks.Callback):
         model = self.tie_model
         model.gamma.assign(min(self.gamma_start * (epoch + 1), self.gamma_max))
         counts = np.append(self.train_counts, model.garbage_per_batch * self.steps_per_epoch)
-        model.class_weights.assign(balanced_class_weights(counts))
+        weights = balanced_class_weights(counts)
+        weights[-1] *= self.garbage_weight
+        model.class_weights.assign(weights)
 
     # -- epoch end ------------------------------------------------------------
 

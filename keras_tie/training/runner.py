@@ -146,7 +146,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
             model, images, np.bincount(labels, minlength=num_classes), steps_per_epoch,
             tie.threshold_lambda, tie.samples_per_class, tie.gamma_start, tie.gamma_max,
             tie.threshold_samples, config.seed, run_dir, os.path.join(run_dir, "logs"),
-            invert=generator is not None)
+            invert=generator is not None, garbage_weight=tie.garbage_weight)
         trackables = {"classifier": classifier, "optimizer": model.optimizer, "rng": model.rng,
                       "class_weights": model.class_weights, "gamma": model.gamma}
         if generator is not None:
