@@ -93,7 +93,9 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
             f"The training set has {len(images)} images, fewer than one batch. "
             f"Received: batch_size={config.batch_size}. Lower --batch-size.")
     num_classes = info.num_classes
-    mean, variance = channel_statistics(images)
+    mean, std = train_set.channel_stats()
+    mean = mean.astype(np.float32)
+    variance = np.maximum(np.square(std), 1e-6).astype(np.float32)  # constant images: no 0-division
     with_garbage = config.method != "plain"
     num_outputs = num_classes + 1 if with_garbage else num_classes
 
@@ -201,22 +203,6 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
                     pool_size=len(pool) if pool is not None else None)
     write_json(run_file, run_info)
     return RunResult(run_dir, config, history, tau, test_metrics)
-
-
-def channel_statistics(images, chunk=8192):
-    """Per-channel mean and variance of uint8 images in [0, 1] units (streamed in chunks)."""
-    channels = images.shape[-1]
-    total = np.zeros(channels)
-    squares = np.zeros(channels)
-    count = 0
-    for start in range(0, len(images), chunk):
-        block = images[start: start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
-        total += block.sum(axis=0)
-        squares += np.square(block).sum(axis=0)
-        count += len(block)
-    mean = total / count
-    variance = np.maximum(squares / count - np.square(mean), 1e-6)
-    return mean.astype(np.float32), variance.astype(np.float32)
 
 
 def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs):
