@@ -76,7 +76,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
         config = Config.from_dict(saved["config"]).replace(epochs=config.epochs) \
             if config is not None else Config.from_dict(saved["config"])
         checkpoint = latest_checkpoint(run_dir)
-    elif os.path.isfile(os.path.join(run_dir, RUN_FILE)):
+    elif os.path.isfile(run_file):
         raise FileExistsError(
             f"{run_dir} already holds a run. Pass --resume to continue it, or choose another "
             "--output folder.")
