@@ -16,6 +16,8 @@ import tomllib
 import typing
 
 METHODS = ("tie", "static", "plain")
+DIVERSITY = ("batch", "class")
+AUGMENTATIONS = ("none", "flip")
 BACKBONES = ("auto", "conv3", "conv5", "resnet")
 
 
@@ -67,6 +69,9 @@ class TIEConfig:
         gamma_start, gamma_max: weight of the cosine-diversity term, raised
             linearly from `gamma_start` at epoch 1 by `gamma_start` per epoch
             up to `gamma_max` (paper: 10 raised "progressively" up to 100).
+        diversity: pairs the cosine-diversity term averages over: `batch`
+            (all pairs of the generated batch, the paper's term) or `class`
+            (pairs with the same target class only).
         threshold_lambda: tau_t = mean + lambda * std of the training UE
             (paper: 0.5).
         samples_per_class: inverted samples generated per class (n + 1
@@ -92,6 +97,7 @@ class TIEConfig:
     beta: float = 1.0
     gamma_start: float = 10.0
     gamma_max: float = 100.0
+    diversity: str = "batch"
     threshold_lambda: float = 0.5
     samples_per_class: int = 1000
     generator_batch_size: int = 128
@@ -118,6 +124,9 @@ class Config:
             metrics (0 = none; the test split is never used for training).
         data_dir: local data directory (else KERAS_TIE_DATA_DIR).
         checkpoint_every: epochs between resumable checkpoints.
+        augment: augmentation of the in-distribution training batches: `none`
+            or `flip` (random horizontal flips, for data whose labels survive
+            a mirror image: clothing, objects; not digits).
     """
 
     dataset: str = "digits"
@@ -129,6 +138,7 @@ class Config:
     validation_split: float = 0.0
     data_dir: str = ""
     checkpoint_every: int = 1
+    augment: str = "none"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     tie: TIEConfig = dataclasses.field(default_factory=TIEConfig)
@@ -139,6 +149,8 @@ class Config:
                f"one of {BACKBONES}")
         for key in ("epochs", "batch_size", "checkpoint_every"):
             _check(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
+        _check(self.augment in AUGMENTATIONS, "augment", self.augment,
+               f"one of {AUGMENTATIONS}")
         _check(self.limit >= 0, "limit", self.limit, "0 (all) or a positive integer")
         _check(0.0 <= self.validation_split < 1.0, "validation_split", self.validation_split,
                "a number in [0, 1)")
@@ -153,6 +165,7 @@ class Config:
         t = self.tie
         for key in ("alpha", "beta", "gamma_start", "gamma_max", "threshold_lambda"):
             _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "a number >= 0")
+        _check(t.diversity in DIVERSITY, "tie.diversity", t.diversity, f"one of {DIVERSITY}")
         _check(t.garbage_weight > 0, "tie.garbage_weight", t.garbage_weight, "a number > 0")
         _check(t.gamma_max >= t.gamma_start, "tie.gamma_max", t.gamma_max,
                f">= tie.gamma_start ({t.gamma_start})")

@@ -50,3 +50,19 @@ def test_weighted_cross_entropy_uses_the_label_weight():
     logits = tf.math.log(tf.constant([[0.5, 0.5], [0.25, 0.75]]))
     loss = weighted_cross_entropy(labels, logits, tf.constant([2.0, 0.0])).numpy()
     assert loss == pytest.approx(2.0 * -np.log(0.5) / 2, rel=1e-6)
+
+
+def test_class_diversity_counts_only_pairs_of_the_same_target():
+    features = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0]], np.float32)
+    groups = tf.constant([0, 0, 1, 2])
+    # one same-group pair (rows 0 and 1), counted both ways
+    assert mean_pairwise_cosine(features, groups).numpy() == pytest.approx(1 / np.sqrt(2),
+                                                                          rel=1e-5)
+    assert mean_pairwise_cosine(features[2:], tf.constant([0, 1])).numpy() == 0.0
+    target = np.array([[0.8, 0.2], [0.7, 0.3], [0.1, 0.9], [0.4, 0.6]], np.float32)
+    _, _, _, cos = inversion_loss(target, np.zeros((4, 2), np.float32), features,
+                                  diversity="class")
+    # targets 0, 0, 1, 1: pairs (0, 1) and (2, 3)
+    assert cos.numpy() == pytest.approx((1 / np.sqrt(2) + 1.0) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="diversity"):
+        inversion_loss(target, np.zeros((4, 2), np.float32), features, diversity="pairs")

@@ -131,6 +131,10 @@ def test_config_refuses_unknown_keys_wrong_types_and_bad_values(tmp_path):
         Config.from_dict({"method": "magic"})
     with pytest.raises(ConfigError, match="tie.initial_pool_size"):
         Config.from_dict({"tie": {"initial_pool_size": 10, "pool_capacity": 5}})
+    with pytest.raises(ConfigError, match="tie.diversity.*'batch', 'class'"):
+        Config.from_dict({"tie": {"diversity": "pairs"}})
+    with pytest.raises(ConfigError, match="augment.*'none', 'flip'"):
+        Config.from_dict({"augment": "rotate"})
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = [")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -119,3 +119,38 @@ def test_a_half_written_checkpoint_leaves_the_previous_one_usable(tmp_path, shar
     assert state["epoch"] == 1 and directory.endswith("epoch_0001")
     resumed = train(config.replace(epochs=2), run_dir, resume=True, verbose=0)
     assert len(resumed.history) == 2
+
+
+def test_flip_augmentation_is_deterministic_and_label_preserving():
+    from keras_tie.training.runner import epoch_batches
+
+    images = np.arange(4 * 2 * 3, dtype=np.uint8).reshape(4, 2, 3, 1)
+    labels = np.arange(4, dtype=np.int32)
+
+    def first_epoch(augment):
+        return [(x.numpy(), y.numpy()) for x, y in
+                epoch_batches(images, labels, 4, 3, 0, 1, augment)]
+
+    (plain_x, plain_y), = first_epoch("none")
+    (flip_x, flip_y), = first_epoch("flip")
+    np.testing.assert_array_equal(plain_y, flip_y)
+    mirrored = [np.array_equal(f, p[:, ::-1]) and not np.array_equal(f, p)
+                for f, p in zip(flip_x, plain_x)]
+    kept = [np.array_equal(f, p) for f, p in zip(flip_x, plain_x)]
+    assert all(m or k for m, k in zip(mirrored, kept))
+    (again_x, _), = first_epoch("flip")
+    np.testing.assert_array_equal(flip_x, again_x)
+
+
+def test_validation_split_holds_out_images(tmp_path, shared_data_dir):
+    from keras_tie.training.runner import validation_split_indices
+
+    train_index, val_index = validation_split_indices(100, 0.2, 0)
+    assert len(val_index) == 20 and len(train_index) == 80
+    assert not set(train_index) & set(val_index)
+    np.testing.assert_array_equal(validation_split_indices(100, 0.2, 0)[1], val_index)
+    run = train(small_config(shared_data_dir, method="plain", epochs=1, validation_split=0.25),
+                str(tmp_path / "val"), verbose=0)
+    assert "val_accuracy" in run.history[-1]
+    info = json.loads((tmp_path / "val" / "run.json").read_text())
+    assert info["train_images"] == 384 and info["validation"]["fraction"] == 0.25

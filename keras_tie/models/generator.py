@@ -5,13 +5,29 @@ Architecture (the paper, 001_b369f55403bc771c.txt section 6.1, only says
 this is our choice): [z, y~] -> Dense to an (H/2^u) x (W/2^u) x width map ->
 u stride-2 transposed convolutions halving the channels each time -> one
 stride-1 transposed convolution -> a stride-1 transposed convolution to C
-channels with a sigmoid, i.e. pixels in [0, 1] like the data. u = 2 up to
+channels with a sigmoid, i.e. pixels in [0, 1] like the data.
+
+The condition enters as the centred log of y~ (`LogCondition`): log y~ -
+mean(log y~) = v - mean(v), the logits that y~ was drawn from. y~ itself
+varies by a few hundredths around 1/K while z has unit variance, so a Dense
+layer fed [z, y~] needs thousands of steps before it responds to the class it
+is asked for; fed [z, log y~] it does from the start. G remains a function of
+(z, y~), as the paper has it. u = 2 up to
 32x32 images (4 stages), 3 above (5 stages). Every hidden stage has
 BatchNormalization and ReLU; kernels start from N(0, 0.02) as in DCGAN.
 """
 
 import keras
-from keras import layers
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="keras_tie")
+class LogCondition(layers.Layer):
+    """Maps probability vectors y~ to their centred logs, log y~ - mean(log y~)."""
+
+    def call(self, probabilities):
+        logs = ops.log(ops.maximum(probabilities, 1e-12))
+        return logs - ops.mean(logs, axis=-1, keepdims=True)
 
 
 def build_generator(image_shape, num_conditions, latent_dim=64, width=128, bn_momentum=0.99,
@@ -34,7 +50,7 @@ def build_generator(image_shape, num_conditions, latent_dim=64, width=128, bn_mo
     init = keras.initializers.RandomNormal(stddev=0.02)
     z = keras.Input((latent_dim,), name="z")
     y_soft = keras.Input((num_conditions,), name="y_soft")
-    x = layers.Concatenate(name="condition")([z, y_soft])
+    x = layers.Concatenate(name="condition")([z, LogCondition(name="log_condition")(y_soft)])
     x = layers.Dense(height // factor * width_px // factor * width, use_bias=False,
                      kernel_initializer=init, name="project")(x)
     x = layers.BatchNormalization(momentum=bn_momentum, name="project_bn")(x)

@@ -88,6 +88,14 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
                      limit=config.limit or None)
     info = train_set.info
     images, labels = train_set.images, train_set.labels.astype(np.int32)
+    validation_data = None
+    if config.validation_split > 0:
+        train_index, val_index = validation_split_indices(len(images), config.validation_split,
+                                                          config.seed)
+        validation_data = tf.data.Dataset.from_tensor_slices(
+            (images[val_index].astype(np.float32) / 255.0, labels[val_index])
+        ).batch(512)
+        images, labels = images[train_index], labels[train_index]
     if len(images) < config.batch_size:
         raise ConfigError(
             f"The training set has {len(images)} images, fewer than one batch. "
@@ -104,7 +112,8 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
                                   config.model.bn_momentum)
     steps_per_epoch = len(images) // config.batch_size
     dataset = epoch_batches(images, labels, config.batch_size, config.seed,
-                            checkpoint[1]["epoch"] if checkpoint else 0, config.epochs)
+                            checkpoint[1]["epoch"] if checkpoint else 0, config.epochs,
+                            config.augment)
 
     run_info = {
         "keras_tie_version": keras_tie.__version__,
@@ -121,6 +130,8 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
         "normalization": {"mean": mean.tolist(), "variance": variance.tolist()},
         "backbone": resolve_backbone(config.model.backbone, info.image_shape),
         "train_images": len(images),
+        "validation": {"fraction": config.validation_split, "seed": config.seed,
+                       "rule": "keras_tie.training.runner.validation_split_indices"},
         "steps_per_epoch": steps_per_epoch,
         "status": "running",
     }
@@ -140,7 +151,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
         garbage_per_batch = tie.garbage_per_batch or max(config.batch_size // num_classes, 1)
         interval = max(steps_per_epoch // max(tie.generator_steps_per_epoch, 1), 1)
         model = TIEModel(classifier, pool, generator, garbage_per_batch, tie.generator_batch_size,
-                    interval, tie.alpha, tie.beta, config.seed)
+                    interval, tie.alpha, tie.beta, config.seed, tie.diversity)
         model.compile(keras.optimizers.Adam(config.optimizer.classifier_lr),
                       keras.optimizers.Adam(config.optimizer.generator_lr)
                       if generator is not None else None)
@@ -190,7 +201,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
     if initial_epoch < config.epochs:
         model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose,
-                  shuffle=False)
+                  shuffle=False, validation_data=validation_data)
 
     tau = tie_callback.tau if tie_callback is not None else None
     _save_model(classifier, os.path.join(run_dir, MODEL_FILE))
@@ -205,28 +216,51 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
     return RunResult(run_dir, config, history, tau, test_metrics)
 
 
-def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs):
+def validation_split_indices(count, fraction, seed):
+    """(train indices, validation indices) of a training set of `count` images.
+
+    The validation images are a uniformly drawn `fraction` of the set, chosen
+    from `seed` alone, so evaluation can rebuild the same held-out split from
+    run.json. Both index arrays are sorted.
+    """
+    held_out = int(round(count * fraction))
+    order = np.random.default_rng([seed, 7]).permutation(count)
+    return np.sort(order[held_out:]), np.sort(order[:held_out])
+
+
+def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs, augment="none"):
     """A tf.data pipeline of (float pixels in [0, 1], label) batches for epochs
     initial_epoch..epochs-1.
 
-    Each epoch's order is a permutation drawn from (seed, epoch) alone, so a
-    resumed run sees exactly the batches an uninterrupted run would. Images
-    stay uint8 in memory; batches are gathered and converted to float in one
-    vectorised op. The last partial batch of each epoch is dropped.
+    Each epoch's order is a permutation drawn from (seed, epoch) alone, and
+    each batch's augmentation from (seed, epoch, step), so a resumed run sees
+    exactly the batches an uninterrupted run would. Images stay uint8 in
+    memory; batches are gathered, converted to float and augmented in
+    vectorised ops. The last partial batch of each epoch is dropped.
+
+    Args:
+        augment: `none`, or `flip` (each image mirrored left-right with
+            probability 1/2).
     """
     count = len(images)
     steps = count // batch_size
     images_t = tf.constant(images)
     labels_t = tf.constant(labels)
+    seed_t = tf.constant(seed, tf.int64)
 
     def one_epoch(epoch):
-        order = tf.argsort(tf.random.stateless_uniform(
-            [count], seed=tf.stack([tf.constant(seed, tf.int64), epoch])))
+        order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([seed_t, epoch])))
+        batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])
         return tf.data.Dataset.from_tensor_slices(
-            tf.reshape(order[: steps * batch_size], [steps, batch_size]))
+            (tf.fill([steps], epoch), tf.range(steps, dtype=tf.int64), batches))
 
-    def gather(index):
-        return tf.cast(tf.gather(images_t, index), tf.float32) / 255.0, tf.gather(labels_t, index)
+    def gather(epoch, step, index):
+        x = tf.cast(tf.gather(images_t, index), tf.float32) / 255.0
+        if augment == "flip":
+            flip = tf.random.stateless_uniform(
+                [batch_size, 1, 1, 1], seed=tf.stack([seed_t + 1, epoch * 1_000_000 + step])) < 0.5
+            x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+        return x, tf.gather(labels_t, index)
 
     return (tf.data.Dataset.range(initial_epoch, max(epochs, initial_epoch))
             .flat_map(one_epoch)

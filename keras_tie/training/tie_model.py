@@ -41,6 +41,7 @@ class TIEModel(keras.Model):
         generator_interval: one generator step every this many train steps.
         alpha, beta: inversion loss weights (gamma is the `gamma` variable,
             set per epoch by the callback).
+        diversity: pairs of the cosine-diversity term (`batch` or `class`).
         seed: seed of the in-graph random generator (z, v, pool draws).
 
     The model itself is not saved as a whole: `classifier` and `generator`
@@ -49,7 +50,7 @@ class TIEModel(keras.Model):
 
     def __init__(self, classifier, pool, generator=None, garbage_per_batch=12,
                  generator_batch_size=128, generator_interval=1, alpha=0.1, beta=1.0,
-                 seed=0, **kwargs):
+                 seed=0, diversity="batch", **kwargs):
         super().__init__(**kwargs)
         self.classifier = classifier
         self.generator = generator
@@ -61,6 +62,7 @@ class TIEModel(keras.Model):
         self.generator_interval = max(int(generator_interval), 1)
         self.alpha = float(alpha)
         self.beta = float(beta)
+        self.diversity = diversity
         self.latent_dim = int(generator.inputs[0].shape[-1]) if generator is not None else 0
         self._features = feature_model(classifier)
         self.rng = tf.random.Generator.from_seed(seed)
@@ -130,7 +132,7 @@ class TIEModel(keras.Model):
             generated = self.generator([z, y_soft], training=True)
             features, logits = self._features(generated, training=False)
             total, kl, ce, cos = inversion_loss(y_soft, logits, features, self.alpha,
-                                                self.beta, self.gamma)
+                                                self.beta, self.gamma, self.diversity)
         variables = self.generator.trainable_variables
         self.generator_optimizer.apply_gradients(zip(tape.gradient(total, variables),
                                                      variables))
