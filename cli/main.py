@@ -8,6 +8,7 @@ import click
 
 import keras_tie
 from keras_tie.cli.data import data
+from keras_tie.cli.evaluate import evaluate
 from keras_tie.cli.train import train
 
 
@@ -18,6 +19,7 @@ def cli():
 
 
 cli.add_command(data)
+cli.add_command(evaluate)
 cli.add_command(train)
 
 

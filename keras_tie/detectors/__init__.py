@@ -1,0 +1,69 @@
+"""OOD detectors: one API (`fit`, `score`) for every score. Higher score = more likely OOD.
+
+```python
+from keras_tie.detectors import detector_names, get_detector
+
+detector = get_detector("mahalanobis", model, garbage_index=10)
+detector.fit(train.images, train.labels)       # a no-op for scores that need no fit
+scores = detector.score(test.images)           # numpy [N]; higher = more OOD
+```
+
+OOD examples carry the label -1. See docs/evaluation.md for every score's
+formula and the `name` / `name@n+1` variants of models with a garbage class.
+"""
+
+from keras_tie.detectors.detector import (
+    DEFAULT_BATCH_SIZE,
+    HIGHER_IS_MORE_OOD,
+    ClassifierDetector,
+    Detector,
+    classifier_outputs,
+    pixel_batches,
+)
+from keras_tie.detectors.mahalanobis import ClassGaussians, Mahalanobis, mahalanobis_distances
+from keras_tie.detectors.odin import ODIN, ODIN_EPSILON, ODIN_TEMPERATURE
+from keras_tie.detectors.registry import (
+    ALL_OUTPUTS_SUFFIX,
+    base_name,
+    detector_names,
+    get_detector,
+    register_detector,
+    variant_names,
+)
+from keras_tie.detectors.softmax import (
+    GarbageDetector,
+    SoftmaxDetector,
+    energy_score,
+    entropy_score,
+    garbage_score,
+    msp_score,
+    ue_score,
+)
+
+__all__ = [
+    "ALL_OUTPUTS_SUFFIX",
+    "DEFAULT_BATCH_SIZE",
+    "HIGHER_IS_MORE_OOD",
+    "ClassGaussians",
+    "ClassifierDetector",
+    "Detector",
+    "GarbageDetector",
+    "Mahalanobis",
+    "ODIN",
+    "ODIN_EPSILON",
+    "ODIN_TEMPERATURE",
+    "SoftmaxDetector",
+    "base_name",
+    "classifier_outputs",
+    "detector_names",
+    "energy_score",
+    "entropy_score",
+    "garbage_score",
+    "get_detector",
+    "mahalanobis_distances",
+    "msp_score",
+    "pixel_batches",
+    "register_detector",
+    "ue_score",
+    "variant_names",
+]

@@ -1,0 +1,136 @@
+"""A training run folder, read back for evaluation: run.json plus model.keras."""
+
+import dataclasses
+import json
+import os
+
+RUN_FILE = "run.json"  # the names keras_tie.training.runner writes
+MODEL_FILE = "model.keras"
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run as asked: a bad run folder, score or set name."""
+
+
+@dataclasses.dataclass
+class Run:
+    """One trained classifier and what its run.json says about it.
+
+    Args:
+        path: the run folder.
+        label: its name in reports (the folder name, made unique).
+        info: the parsed run.json.
+        model: the loaded classifier (float pixels in [0, 1] -> logits).
+    """
+
+    path: str
+    label: str
+    info: dict
+    model: object
+
+    @property
+    def method(self):
+        return self.info.get("method", "unknown")
+
+    @property
+    def dataset(self):
+        return self.info["dataset"]
+
+    @property
+    def image_shape(self):
+        return tuple(int(d) for d in self.info["image_shape"])
+
+    @property
+    def num_classes(self):
+        return int(self.info["num_classes"])
+
+    @property
+    def garbage_index(self):
+        index = self.info.get("garbage_index")
+        return None if index is None else int(index)
+
+    @property
+    def tau(self):
+        return self.info.get("tau")
+
+    @property
+    def config(self):
+        return self.info.get("config", {})
+
+    @property
+    def validation(self):
+        """(fraction, seed) of the held-out training split; (0, seed) for runs without one.
+
+        Runs written before the validation split existed have no "validation" key.
+        """
+        validation = self.info.get("validation") or {}
+        return (float(validation.get("fraction", 0.0) or 0.0),
+                int(validation.get("seed", self.config.get("seed", 0))))
+
+
+def load_run(run_dir, label=None):
+    """Reads `run_dir`'s run.json and loads its model.keras.
+
+    Raises:
+        EvaluationError: the folder, run.json or model.keras is missing or
+            unreadable, or run.json lacks a key the evaluation needs.
+    """
+    run_file = os.path.join(run_dir, RUN_FILE)
+    model_file = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isdir(run_dir):
+        raise EvaluationError(f"Run folder not found. Received: {run_dir!r}. Pass a folder "
+                              "written by `keras-tie train` (it holds run.json and model.keras).")
+    if not os.path.isfile(run_file):
+        raise EvaluationError(f"{run_dir!r} has no {RUN_FILE}: it is not a keras-tie run "
+                              "folder. Pass a folder written by `keras-tie train`.")
+    try:
+        with open(run_file, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"Cannot read {run_file}: {error}") from error
+    missing = [key for key in ("dataset", "num_classes", "image_shape") if key not in info]
+    if missing:
+        raise EvaluationError(f"{run_file} lacks {', '.join(missing)}; was it written by "
+                              "`keras-tie train`?")
+    if not os.path.isfile(model_file):
+        raise EvaluationError(
+            f"{run_dir!r} has no {MODEL_FILE} (run status: {info.get('status', 'unknown')!r}). "
+            "The model is written when training ends: finish the run with "
+            f"`keras-tie train --output {run_dir} --resume`.")
+    import keras
+
+    import keras_tie  # noqa: F401  (TensorFlow backend check before Keras loads the model)
+
+    try:
+        model = keras.saving.load_model(model_file, compile=False)
+    except Exception as error:  # Keras raises many types for a damaged file
+        raise EvaluationError(f"Cannot load {model_file}: {error}") from error
+    outputs = int(model.outputs[0].shape[-1])
+    expected = int(info.get("num_outputs", info["num_classes"]))
+    if outputs != expected:
+        raise EvaluationError(f"{model_file} has {outputs} outputs but {RUN_FILE} says "
+                              f"num_outputs={expected}.")
+    label = label or os.path.basename(os.path.normpath(run_dir)) or run_dir
+    return Run(run_dir, label, info, model)
+
+
+def load_runs(run_dirs):
+    """Loads every run; labels are the folder names, suffixed -2, -3 ... when they repeat.
+
+    Raises:
+        EvaluationError: no runs, or runs on different in-distribution datasets.
+    """
+    if not run_dirs:
+        raise EvaluationError("No run folders given. Pass at least one RUN_DIR.")
+    runs, seen = [], {}
+    for run_dir in run_dirs:
+        name = os.path.basename(os.path.normpath(run_dir)) or str(run_dir)
+        seen[name] = seen.get(name, 0) + 1
+        runs.append(load_run(str(run_dir), name if seen[name] == 1 else f"{name}-{seen[name]}"))
+    identities = {(run.dataset, run.image_shape) for run in runs}
+    if len(identities) > 1:
+        listing = ", ".join(f"{run.path} ({run.dataset}, {run.image_shape})" for run in runs)
+        raise EvaluationError(
+            "Runs compared side by side must share their in-distribution dataset and input "
+            f"shape. Received: {listing}. Evaluate each dataset's runs separately.")
+    return runs
