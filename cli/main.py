@@ -9,6 +9,8 @@ import click
 import keras_tie
 from keras_tie.cli.data import data
 from keras_tie.cli.evaluate import evaluate
+from keras_tie.cli.export import export
+from keras_tie.cli.predict import predict
 from keras_tie.cli.train import train
 
 
@@ -20,6 +22,8 @@ def cli():
 
 cli.add_command(data)
 cli.add_command(evaluate)
+cli.add_command(export)
+cli.add_command(predict)
 cli.add_command(train)
 
 

@@ -49,12 +49,34 @@ def two_level_decision(probabilities, tau, garbage_index=None):
     """
     p = tf.convert_to_tensor(probabilities, tf.float32)
     garbage_index = int(p.shape[-1]) - 1 if garbage_index is None else garbage_index
-    predicted = tf.argmax(p, axis=-1, output_type=tf.int32)
+    labels, level = two_level_rule(p, uncertainty(p), tau, garbage_index)
+    return labels.numpy(), level.numpy()
+
+
+def two_level_rule(probabilities, score, threshold, garbage_index):
+    """The two-level rule as tensor ops, with any level-2 score; the exported graph calls it too.
+
+    Args:
+        probabilities: [N, K] softmax outputs.
+        score: [N] level-2 score, higher = more OOD (UE of `probabilities` in
+            the paper's rule).
+        threshold: level 2 rejects `score > threshold` (tau_T for UE).
+        garbage_index: index of the garbage class, or None for a model without
+            one (then only level 2 applies).
+
+    Returns:
+        int32 tensors (labels, level): labels are the class or -1; level is
+        0 (accepted), 1 (garbage class) or 2 (score above the threshold).
+    """
+    predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    level2 = score > threshold
+    if garbage_index is None:
+        return tf.where(level2, OOD_LABEL, predicted), tf.where(level2, 2, 0)
     level1 = tf.equal(predicted, garbage_index)
-    level2 = tf.logical_and(tf.logical_not(level1), uncertainty(p) > tau)
+    level2 = tf.logical_and(tf.logical_not(level1), level2)
     labels = tf.where(level1 | level2, OOD_LABEL, predicted)
     level = tf.where(level1, 1, tf.where(level2, 2, 0))
-    return labels.numpy(), level.numpy()
+    return labels, level
 
 
 _FORWARDS = weakref.WeakKeyDictionary()
