@@ -41,8 +41,12 @@ def evaluate_run(run_dir, ood_names, data_dir=None):
     if tau is not None:
         decided, _ = two_level_decision(p, tau)
         row["id_rejected_two_level"] = 100 * float(np.mean(decided == -1))
+    # Synthetic sets as `keras-tie evaluate` draws them: seed 0, 10,000 images, the sphere's
+    # radius from the largest training image norm (the training set, not the test set).
+    reference = load(info["dataset"], split="train", data_dir=data_dir) \
+        if "sphere" in ood_names else None
     for name in ood_names:
-        kwargs = {"like": test, "count": 10000, "seed": 0} \
+        kwargs = {"like": reference if name == "sphere" else test, "count": 10000, "seed": 0} \
             if name in ("gaussian", "uniform", "sphere") else {}
         ood = load(name, split="test", data_dir=data_dir, target_shape=shape, **kwargs)
         q = predict_probabilities(model, ood.images)
