@@ -45,6 +45,8 @@ def evaluate_run(run_dir, ood_names, data_dir=None):
     # radius from the largest training image norm (the training set, not the test set).
     reference = load(info["dataset"], split="train", data_dir=data_dir) \
         if "sphere" in ood_names else None
+    if info.get("garbage_index") is None:  # plain: no garbage class, no two-level rule
+        return info["dataset"], row
     for name in ood_names:
         kwargs = {"like": reference if name == "sphere" else test, "count": 10000, "seed": 0} \
             if name in ("gaussian", "uniform", "sphere") else {}
@@ -81,11 +83,13 @@ def main():
              "|---|---|---|" + "---|" * (len(rows[0][2]) + 3)]
     for run, row, ood in rows:
         cells = [f"{row[dataset]:.2f}"] + [
-            f"{row[n]:.1f} ({row.get(n + '_two_level', float('nan')):.1f})" for n in ood]
+            f"{row[n]:.1f} ({row.get(n + '_two_level', float('nan')):.1f})" if n in row
+            else "- (no garbage class)" for n in ood]
         lines.append(f"| {os.path.basename(run.rstrip('/'))} | {row['method']} | "
                      f"{row['epochs']} | " + " | ".join(cells) +
                      f" | {row['id_accuracy_n_outputs']:.2f}"
-                     f" | {row.get('id_rejected_two_level', float('nan')):.1f} |")
+                     f" | {row['id_rejected_two_level']:.1f} |" if 'id_rejected_two_level' in row
+                     else " | - |")
     paper = PAPER.get(dataset, {})
     lines.append("| paper | TIE / No TIE | 20 | " + " | ".join(
         f"{paper[n][0]} / {paper[n][1]}" if n in paper else "-" for n in [dataset] + rows[0][2])
