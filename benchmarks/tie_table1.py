@@ -88,8 +88,8 @@ def main():
         lines.append(f"| {os.path.basename(run.rstrip('/'))} | {row['method']} | "
                      f"{row['epochs']} | " + " | ".join(cells) +
                      f" | {row['id_accuracy_n_outputs']:.2f}"
-                     f" | {row['id_rejected_two_level']:.1f} |" if 'id_rejected_two_level' in row
-                     else " | - |")
+                     (f" | {row['id_rejected_two_level']:.1f} |"
+                      if "id_rejected_two_level" in row else " | - |"))
     paper = PAPER.get(dataset, {})
     lines.append("| paper | TIE / No TIE | 20 | " + " | ".join(
         f"{paper[n][0]} / {paper[n][1]}" if n in paper else "-" for n in [dataset] + rows[0][2])
