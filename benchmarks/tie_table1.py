@@ -85,11 +85,11 @@ def main():
         cells = [f"{row[dataset]:.2f}"] + [
             f"{row[n]:.1f} ({row.get(n + '_two_level', float('nan')):.1f})" if n in row
             else "- (no garbage class)" for n in ood]
+        rejected = f"{row['id_rejected_two_level']:.1f}" \
+            if "id_rejected_two_level" in row else "-"
         lines.append(f"| {os.path.basename(run.rstrip('/'))} | {row['method']} | "
                      f"{row['epochs']} | " + " | ".join(cells) +
-                     f" | {row['id_accuracy_n_outputs']:.2f}"
-                     (f" | {row['id_rejected_two_level']:.1f} |"
-                      if "id_rejected_two_level" in row else " | - |"))
+                     f" | {row['id_accuracy_n_outputs']:.2f} | {rejected} |")
     paper = PAPER.get(dataset, {})
     lines.append("| paper | TIE / No TIE | 20 | " + " | ".join(
         f"{paper[n][0]} / {paper[n][1]}" if n in paper else "-" for n in [dataset] + rows[0][2])
