@@ -4,8 +4,6 @@ import os
 
 import click
 
-_DEFAULT_SCORES = "ue,garbage,msp,odin,energy,mahalanobis,entropy"
-
 
 def _split(text):
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
@@ -17,7 +15,9 @@ def _split(text):
               help="OOD sets, e.g. fashion_mnist,cifar10,cifar100,gaussian,uniform,sphere. "
               "Default: mnist, fashion_mnist, cifar10, cifar100, gaussian, uniform and sphere, "
               "minus the runs' own dataset.")
-@click.option("--scores", default=_DEFAULT_SCORES, show_default=True, metavar="NAME,NAME,...",
+@click.option("--scores", default=None, metavar="NAME,NAME,...",
+              show_default="ue,garbage,msp,odin,energy,mahalanobis,entropy for classifiers; "
+              "approximate_mass,nll for flows; repair for repair runs",
               help="Scores. A name gives every variant the run has (msp -> msp and, with a "
               "garbage class, msp@n+1); name@n+1 gives that variant only.")
 @click.option("--param", "params", multiple=True, metavar="SCORE.KEY=VALUE",
@@ -55,6 +55,7 @@ def evaluate(run_dirs, ood, scores, params, report_dir, limit, balance, seed, da
       keras-tie evaluate runs/mnist_tie runs/mnist_static runs/mnist_plain \\
           --report reports/mnist --balance
       keras-tie evaluate runs/mnist_tie --scores mahalanobis,odin --param odin.epsilon=0
+      keras-tie evaluate runs/fashion_mnist_flow --ood mnist --balance
     """
     if report_dir is None:
         if len(run_dirs) > 1:
@@ -69,9 +70,9 @@ def evaluate(run_dirs, ood, scores, params, report_dir, limit, balance, seed, da
     echo = (lambda line: None) if quiet else click.echo
     try:
         evaluation = run_evaluation(
-            list(run_dirs), _split(ood), _split(scores) or [], params=parse_params(params),
-            limit=limit, balance=balance, seed=seed, data_dir=data_dir, batch_size=batch_size,
-            verbose=0 if quiet else 1, log=echo)
+            list(run_dirs), _split(ood), None if scores is None else _split(scores) or [],
+            params=parse_params(params), limit=limit, balance=balance, seed=seed,
+            data_dir=data_dir, batch_size=batch_size, verbose=0 if quiet else 1, log=echo)
     except (EvaluationError, DatasetError) as error:
         raise click.ClickException(str(error)) from error
     paths = write_report(evaluation, report_dir, figures=not no_figures)

@@ -1,4 +1,5 @@
-"""`keras-tie train`: train a TIE, static-garbage or plain classifier into a run folder."""
+"""`keras-tie train`: train a TIE, static-garbage or plain classifier, an approximate-mass
+flow, or an SR-OOD repair network, into a run folder."""
 
 import datetime
 import os
@@ -10,10 +11,13 @@ import click
 @click.option("--dataset", "-d", help="Dataset name (see `keras-tie data list`). "
               "Defaults to the preset's, else 'digits'.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="A TOML config. Default: configs/DATASET.toml when it exists.")
-@click.option("--method", type=click.Choice(["tie", "static", "plain"]),
+              help="A TOML config. Default: configs/DATASET.toml (configs/flow_DATASET.toml with "
+              "--method flow, configs/repair_DATASET.toml with --method repair) when it exists.")
+@click.option("--method", type=click.Choice(["tie", "static", "plain", "flow", "repair"]),
               help="tie: Training-Inversion-Exclusion; static: garbage class of static "
-              "noise (the paper's 'No TIE'); plain: n-class classifier.")
+              "noise (the paper's 'No TIE'); plain: n-class classifier; flow: RealNVP with "
+              "the approximate-mass penalty (preset configs/flow_DATASET.toml); repair: "
+              "SR-OOD repair network (preset configs/repair_DATASET.toml).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (preset: 20).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
 @click.option("--seed", type=int, help="Random seed.")
@@ -25,11 +29,14 @@ import click
               help="Run folder. Default: runs/DATASET_METHOD_TIMESTAMP.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --output from its last checkpoint.")
+@click.option("--alpha", type=click.FloatRange(min=0),
+              help="Method flow: weight of the approximate-mass penalty (flow.alpha; "
+              "paper: 2; 0 = maximum likelihood only).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set tie.alpha=0.2 (repeatable).")
 @click.option("--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
 def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_dir, output,
-          resume, overrides, quiet):
+          resume, alpha, overrides, quiet):
     """Train a classifier that knows what it doesn't know.
 
     \b
@@ -37,13 +44,15 @@ def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_di
       keras-tie train --dataset digits --epochs 3
       keras-tie train --dataset mnist --method static
       keras-tie train --output runs/mnist_tie --resume
+      keras-tie train --dataset fashion_mnist --method flow --alpha 0
+      keras-tie train --dataset cifar10 --method repair --set repair.perceptual=runs/cifar10_plain
     """
-    from keras_tie.config import Config, ConfigError, parse_override, preset_path
+    from keras_tie.config import Config, ConfigError, parse_override
 
     if resume and not output:
         raise click.UsageError("--resume needs --output RUN_DIR: the run folder to continue.")
     values = {"dataset": dataset, "method": method, "epochs": epochs, "batch_size": batch_size,
-              "seed": seed, "limit": limit, "data_dir": data_dir}
+              "seed": seed, "limit": limit, "data_dir": data_dir, "flow.alpha": alpha}
     try:
         for text in overrides:
             key, value = parse_override(text)
@@ -53,10 +62,13 @@ def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_di
             if epochs is not None:
                 config = Config().replace(epochs=epochs)
         else:
-            path = config_path or preset_path(dataset or "digits")
+            path = config_path or _preset(dataset or "digits", method)
             config = Config.load(path, values)
     except ConfigError as error:
         raise click.UsageError(str(error)) from error
+    if alpha is not None and (resume or config.method != "flow"):
+        raise click.UsageError("--alpha is the approximate-mass penalty of --method flow "
+                               "(and a resumed run keeps its own).")
 
     if output is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -75,3 +87,11 @@ def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_di
                    else f"  test {key}: {value}")
     if result.tau is not None:
         click.echo(f"  tau_T: {result.tau:.4f}")
+
+
+def _preset(dataset, method):
+    """configs/DATASET.toml, or configs/METHOD_DATASET.toml for --method flow or repair (None
+    if absent: then the defaults apply)."""
+    from keras_tie.config import preset_path
+
+    return preset_path(f"{method}_{dataset}" if method in ("flow", "repair") else dataset)

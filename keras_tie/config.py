@@ -15,7 +15,7 @@ import os
 import tomllib
 import typing
 
-METHODS = ("tie", "static", "plain")
+METHODS = ("tie", "static", "plain", "flow", "repair")
 DIVERSITY = ("batch", "class")
 AUGMENTATIONS = ("none", "flip")
 BACKBONES = ("auto", "conv3", "conv5", "resnet")
@@ -110,6 +110,94 @@ class TIEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FlowConfig:
+    """The approximate-mass flow (method `flow`; 004_f7d5548531a0fef9.txt, docs/flow.md).
+
+    Args:
+        alpha: weight of the approximate-mass penalty in
+            loss = nll + alpha * mean ||d log p(x)/dx|| (paper: 2; 0 = the
+            vanilla maximum-likelihood flow).
+        scales: scales of the multi-scale RealNVP (paper: 2 for 28x28
+            grayscale, 3 for 32x32 colour).
+        blocks: residual blocks per coupling network (paper: 4 and 6).
+        width: channels of the first scale's coupling networks (doubled at
+            each scale and for the channel-wise couplings; 64 gives the
+            paper's ~10 M / ~60 M parameters).
+        learning_rate: Adam learning rate.
+        clipnorm: Adam's gradient-norm clipping (0 = none).
+        logit_boundary: a of the logit transform logit(a + (1 - 2a) x)
+            (Dinh et al.: 0.05).
+        trace_ood: OOD set scored after every epoch next to the ID test
+            images (the paper's Figure 1); "" = no trace.
+        trace_images: images of each trace set (0 = no trace).
+    """
+
+    alpha: float = 2.0
+    scales: int = 2
+    blocks: int = 4
+    width: int = 64
+    learning_rate: float = 1e-3
+    clipnorm: float = 100.0
+    logit_boundary: float = 0.05
+    trace_ood: str = "mnist"
+    trace_images: int = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairConfig:
+    """SR-OOD, OOD detection by sample repairing (method `repair`; 003_f548187660c0ce3b.txt,
+    docs/repair.md).
+
+    Args:
+        variant: the erosion operator set: `superres` (bicubic downsampling by
+            each of `factors`: SR-OOD_SR), `inpaint` (black boxes of
+            `box_sizes` at `box_offsets`: SR-OOD_Inpaint) or `reconstruction`
+            (the identity: SR-OOD_Rec, the ablation).
+        operators: explicit operator names (`down2`, `box8x8+4-4`,
+            `identity`); when given they replace the variant's set.
+        factors: downsampling factors of `superres` (integers >= 2).
+        box_sizes: side lengths, in pixels, of the `inpaint` boxes.
+        box_offsets: distances in pixels of the box centres from the image
+            centre (0: centred; o > 0: the four positions (+-o, +-o)).
+        test_operator: T*, the operator of the score: `auto` (chosen after
+            training by AUROC, held-out ID vs `selection_ood`) or a name.
+        selection_ood: the OOD side of that choice: `vflip` (the held-out ID
+            images upside down), a noise set, or a dataset (its train split).
+        selection_images: held-out ID images (and as many OOD) of the choice.
+        lambda_l2, lambda_perceptual: loss weights (paper, section IV-C: 1
+            and 0.8); the perceptual term needs `perceptual`.
+        width, depth, skips: the repair U-Net: channels of its first level,
+            number of 2x downsamplings, encoder-decoder skip connections.
+        learning_rate: Adam learning rate.
+        perceptual: the perception network: a classifier run folder (its
+            model.keras) or a .keras file; "" = none: train and score with
+            L2 only.
+        layers: its layers whose activations the perceptual distance reads
+            (empty: every conv layer's ReLU output).
+        preview_ood: OOD set of the run's figure and quick test AUROC (""
+            = automatic: fashion_mnist for mnist, cifar100 for cifar10, ...).
+    """
+
+    variant: str = "superres"
+    operators: tuple[str, ...] = ()
+    factors: tuple[int, ...] = (2, 4)
+    box_sizes: tuple[int, ...] = (8, 12)
+    box_offsets: tuple[int, ...] = (0, 4)
+    test_operator: str = "auto"
+    selection_ood: str = "vflip"
+    selection_images: int = 500
+    lambda_l2: float = 1.0  # 003_f548187660c0ce3b.txt, section IV-C: lambda_1 = 1
+    lambda_perceptual: float = 0.8  # ... and lambda_2 = 0.8
+    width: int = 32
+    depth: int = 2
+    skips: bool = True
+    learning_rate: float = 1e-3
+    perceptual: str = ""
+    layers: tuple[str, ...] = ()
+    preview_ood: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A full training run.
 
@@ -117,7 +205,10 @@ class Config:
         dataset: dataset name (see `keras-tie data list`).
         method: `tie` (Training-Inversion-Exclusion), `static` (n+1 classes,
             garbage class of static Gaussian noise: the paper's "No TIE"
-            ablation) or `plain` (ordinary n-class classifier).
+            ablation), `plain` (ordinary n-class classifier) or `flow` (a
+            RealNVP density model with the approximate-mass penalty; section
+            `flow`); `repair` (SR-OOD: a repair network scored by the
+            distance between an image and its repair; section `repair`).
         epochs, batch_size, seed: as usual.
         limit: train on a deterministic subset of this many images (0 = all).
         validation_split: share of the training set held out for validation
@@ -142,6 +233,8 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     tie: TIEConfig = dataclasses.field(default_factory=TIEConfig)
+    flow: FlowConfig = dataclasses.field(default_factory=FlowConfig)
+    repair: RepairConfig = dataclasses.field(default_factory=RepairConfig)
 
     def __post_init__(self):
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
@@ -176,6 +269,8 @@ class Config:
             _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "an integer >= 0")
         _check(t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
                t.initial_pool_size, f"<= tie.pool_capacity ({t.pool_capacity})")
+        _check_flow(self.flow)
+        _check_repair(self.repair)
 
     # -- construction ---------------------------------------------------------
 
@@ -239,7 +334,7 @@ class Config:
 
 
 # Sections are dataclasses too; give them the same constructor.
-for _section in (ModelConfig, OptimizerConfig, TIEConfig):
+for _section in (ModelConfig, OptimizerConfig, TIEConfig, FlowConfig, RepairConfig):
     _section.from_dict = classmethod(Config.from_dict.__func__)
 
 
@@ -274,7 +369,59 @@ def default_configs_dir():
     return os.path.join(sys.prefix, "share", "keras-tie", "configs")
 
 
+def _check_flow(f):
+    for key in ("alpha", "clipnorm"):
+        _check(getattr(f, key) >= 0, f"flow.{key}", getattr(f, key), "a number >= 0")
+    for key in ("scales", "blocks", "width"):
+        _check(getattr(f, key) >= 1, f"flow.{key}", getattr(f, key), "an integer >= 1")
+    _check(f.learning_rate > 0, "flow.learning_rate", f.learning_rate, "a positive number")
+    _check(0.0 < f.logit_boundary < 0.5, "flow.logit_boundary", f.logit_boundary,
+           "a number in (0, 0.5)")
+    _check(f.trace_images >= 0, "flow.trace_images", f.trace_images,
+           "0 (no trace) or a positive integer")
+
+
+def _check_repair(r):
+    from keras_tie.repair.operators import VARIANTS, parse_operator
+
+    _check(r.variant in VARIANTS, "repair.variant", r.variant, f"one of {VARIANTS}")
+    named = [("repair.operators", name) for name in r.operators]
+    if r.test_operator != "auto":
+        named.append(("repair.test_operator", r.test_operator))
+    for key, name in named:
+        try:
+            parse_operator(name)
+        except ValueError as error:
+            raise ConfigError(f"Config key '{key}': {error}") from error
+    _check(len(set(r.operators)) == len(r.operators), "repair.operators", list(r.operators),
+           "a list without repeats")
+    _check(r.variant != "superres" or r.operators or r.factors, "repair.factors",
+           list(r.factors), "a non-empty list for variant superres")
+    _check(all(f >= 2 for f in r.factors), "repair.factors", list(r.factors),
+           "integers >= 2 (1 is the identity)")
+    _check(r.variant != "inpaint" or r.operators or (r.box_sizes and r.box_offsets),
+           "repair.box_sizes", list(r.box_sizes), "non-empty (and box_offsets too) for variant "
+           "inpaint")
+    _check(all(s >= 1 for s in r.box_sizes), "repair.box_sizes", list(r.box_sizes),
+           "integers >= 1")
+    _check(all(o >= 0 for o in r.box_offsets), "repair.box_offsets", list(r.box_offsets),
+           "integers >= 0")
+    for key in ("lambda_l2", "lambda_perceptual"):
+        _check(getattr(r, key) >= 0, f"repair.{key}", getattr(r, key), "a number >= 0")
+    _check(r.lambda_l2 + r.lambda_perceptual > 0, "repair.lambda_l2", r.lambda_l2,
+           "> 0 when repair.lambda_perceptual is 0")
+    for key in ("width", "depth", "selection_images"):
+        _check(getattr(r, key) >= 1, f"repair.{key}", getattr(r, key), "an integer >= 1")
+    _check(r.learning_rate > 0, "repair.learning_rate", r.learning_rate, "a positive number")
+
+
 def _coerce(name, value, kind):
+    if typing.get_origin(kind) is tuple:  # tuple[T, ...]: a TOML array of T
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Config key '{name}' must be a list. Received: {name}={value!r} "
+                              f"({type(value).__name__}).")
+        item = typing.get_args(kind)[0]
+        return tuple(_coerce(f"{name}[{i}]", v, item) for i, v in enumerate(value))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is bool or isinstance(value, bool):

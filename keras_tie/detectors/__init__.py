@@ -20,6 +20,7 @@ from keras_tie.detectors.detector import (
     classifier_outputs,
     pixel_batches,
 )
+from keras_tie.detectors.flow import FLOW_SCORES, FlowDetector
 from keras_tie.detectors.mahalanobis import ClassGaussians, Mahalanobis, mahalanobis_distances
 from keras_tie.detectors.odin import ODIN, ODIN_EPSILON, ODIN_TEMPERATURE
 from keras_tie.detectors.registry import (
@@ -30,6 +31,7 @@ from keras_tie.detectors.registry import (
     register_detector,
     variant_names,
 )
+from keras_tie.detectors.repair import RepairDistance
 from keras_tie.detectors.softmax import (
     GarbageDetector,
     SoftmaxDetector,
@@ -43,15 +45,18 @@ from keras_tie.detectors.softmax import (
 __all__ = [
     "ALL_OUTPUTS_SUFFIX",
     "DEFAULT_BATCH_SIZE",
+    "FLOW_SCORES",
     "HIGHER_IS_MORE_OOD",
     "ClassGaussians",
     "ClassifierDetector",
     "Detector",
+    "FlowDetector",
     "GarbageDetector",
     "Mahalanobis",
     "ODIN",
     "ODIN_EPSILON",
     "ODIN_TEMPERATURE",
+    "RepairDistance",
     "SoftmaxDetector",
     "base_name",
     "classifier_outputs",

@@ -13,11 +13,18 @@ Built-in names (higher = more OOD for all):
   all n+1 outputs (TIE level 1; needs a garbage class);
 - `garbage`: softmax probability of the garbage class (needs one);
 - `mahalanobis` (mahalanobis.py): minimum Mahalanobis distance of the
-  penultimate features, shared covariance.
+  penultimate features, shared covariance;
+- `approximate_mass`, `nll` (flow.py): the norm of the gradient of a flow's
+  log-likelihood with respect to its input, and its negative log-likelihood
+  (the model is a flow, not a classifier);
+- `repair` (repair.py): SR-OOD's distance between an image and its repair
+  (the model is a `RepairModel`).
 """
 
+from keras_tie.detectors.flow import FLOW_SCORES, flow_factory
 from keras_tie.detectors.mahalanobis import Mahalanobis
 from keras_tie.detectors.odin import ODIN
+from keras_tie.detectors.repair import repair_factory
 from keras_tie.detectors.softmax import (
     ALL_OUTPUTS,
     ID_OUTPUTS,
@@ -111,3 +118,6 @@ register_detector("odin", _odin_factory(ID_OUTPUTS))
 register_detector("odin" + ALL_OUTPUTS_SUFFIX, _odin_factory(ALL_OUTPUTS))
 register_detector("garbage", GarbageDetector)
 register_detector("mahalanobis", Mahalanobis)
+for _score in FLOW_SCORES:
+    register_detector(_score, flow_factory(_score))
+register_detector("repair", repair_factory)

@@ -14,6 +14,7 @@ Scores follow one convention: higher = more likely OOD. See docs/evaluation.md.
 from keras_tie.evaluation.protocol import (
     DEFAULT_OOD_SETS,
     DEFAULT_SCORES,
+    FLOW_DEFAULT_SCORES,
     Evaluation,
     evaluate,
     parse_params,
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_OOD_SETS",
     "DEFAULT_SCORES",
     "Evaluation",
+    "FLOW_DEFAULT_SCORES",
     "EvaluationError",
     "Run",
     "evaluate",

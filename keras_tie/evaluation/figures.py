@@ -1,4 +1,5 @@
-"""Report figures as PNG bytes: ROC / PR curves, score histograms, benchmark heatmaps.
+"""Report figures as PNG bytes: ROC / PR curves, score histograms, benchmark heatmaps,
+and the approximate-mass trace of flow training.
 
 Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas directly,
 never through pyplot, so no global backend is switched and no window opens.
@@ -131,6 +132,49 @@ def histogram_figure(id_scores, ood_scores, threshold, title):
         for ax in axes[len(names):]:
             ax.set_visible(False)
         figure.suptitle(title)
+        return figure
+
+    return _styled(draw)
+
+
+def mass_trace_figure(trace, id_mass, ood_mass, id_name, ood_name):
+    """The approximate mass over training (approximate-mass paper, Figure 1).
+
+    Left: mean approximate mass of the ID and OOD test images after each
+    epoch; the curves crossing is the ordering flip the paper observes with
+    maximum-likelihood training. Right: histograms of the last epoch's mass.
+
+    Args:
+        trace: one dict per epoch with `epoch`, `trace_mass_id`, `trace_mass_ood`.
+        id_mass, ood_mass: the last epoch's per-image masses.
+        id_name, ood_name: the sets' names.
+    """
+
+    def draw():
+        figure = _figure(9.6, 3.6)
+        curve, histogram = figure.subplots(1, 2)
+        epochs = [r["epoch"] for r in trace]
+        for key, color, label in (("trace_mass_id", ID_COLOR, f"{id_name} (ID)"),
+                                  ("trace_mass_ood", OOD_COLOR, f"{ood_name} (OOD)")):
+            curve.plot(epochs, [r[key] for r in trace], marker="o", markersize=3, color=color,
+                       label=label)
+        curve.set(title="Mean approximate mass per epoch", xlabel="epoch",
+                  ylabel="mean ||d log p(x) / dx||")
+        curve.xaxis.get_major_locator().set_params(integer=True)
+        if all(r["trace_mass_id"] > 0 and r["trace_mass_ood"] > 0 for r in trace):
+            curve.set_yscale("log")
+        curve.legend(loc="best", framealpha=0.85)
+        bins, log_scale = _bins(np.concatenate([id_mass, ood_mass]))
+        for values, color, label in ((id_mass, ID_COLOR, id_name), (ood_mass, OOD_COLOR,
+                                                                     ood_name)):
+            histogram.hist(np.clip(values, bins[0], bins[-1]) if not np.isscalar(bins)
+                           else values, bins=bins, histtype="stepfilled", alpha=0.5,
+                           color=color, label=f"{label} (n={len(values)})")
+        if log_scale:
+            histogram.set_xscale("log")
+        histogram.set(title=f"Epoch {epochs[-1]}", xlabel="approximate mass (higher = more OOD)",
+                      ylabel="images per bin")
+        histogram.legend(loc="best", framealpha=0.85)
         return figure
 
     return _styled(draw)

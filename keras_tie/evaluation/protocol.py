@@ -21,6 +21,15 @@ images and with the same scores:
 Each (run, set) is passed through the classifier once; every score that
 needs only features and logits is derived from that pass, and ODIN (and
 Mahalanobis with input pre-processing) take their own gradient passes.
+
+A flow run (method flow) has no classes: level 1 does not apply (its records
+hold the image counts only), and its scores are the flow scores
+(`approximate_mass`, `nll`); classifier scores requested for it are skipped
+with a note, as flow scores are for classifiers.
+
+A repair run (method repair, SR-OOD) likewise: no level 1, and its one score
+is `repair`; every other score requested for it is skipped with a note, and
+`repair` is skipped for the other runs.
 """
 
 import ast
@@ -34,6 +43,7 @@ from keras_tie import metrics
 from keras_tie.detectors import (
     ALL_OUTPUTS_SUFFIX,
     DEFAULT_BATCH_SIZE,
+    FLOW_SCORES,
     HIGHER_IS_MORE_OOD,
     ClassifierDetector,
     base_name,
@@ -45,6 +55,8 @@ from keras_tie.detectors import (
 from keras_tie.evaluation.runs import EvaluationError, load_runs
 
 DEFAULT_SCORES = ("ue", "garbage", "msp", "odin", "energy", "mahalanobis", "entropy")
+FLOW_DEFAULT_SCORES = FLOW_SCORES  # ("approximate_mass", "nll")
+REPAIR_DEFAULT_SCORES = ("repair",)
 DEFAULT_OOD_SETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "gaussian", "uniform",
                     "sphere")
 ID_SET = "id"
@@ -127,15 +139,27 @@ def check_scores(scores):
     return scores
 
 
-def scores_for_run(scores, has_garbage):
+def scores_for_run(scores, has_garbage, is_flow=False, is_repair=False):
     """(the score names a run gets, notes on those it cannot have).
 
     A base name gives all its variants the run has (`msp` -> `msp` and, with a
     garbage class, `msp@n+1`); a variant name gives that variant. `garbage`
     and the `@n+1` variants are skipped, with a note, for a plain classifier.
+    A flow gets the flow scores only; a classifier every score but those.
+    A repair run gets `repair` only, and only a repair run gets it.
     """
     names, notes = [], []
     for score in scores:
+        if (score in REPAIR_DEFAULT_SCORES) != is_repair:
+            notes.append(f"{score} skipped: " + (
+                "the run is a repair run, scored by repair" if is_repair else
+                "it scores a repair run (method repair)"))
+            continue
+        if (score in FLOW_SCORES) != is_flow:
+            notes.append(f"{score} skipped: it scores " + (
+                "a classifier and the run is a flow" if is_flow else
+                "a flow and the run is a classifier"))
+            continue
         candidates = [score] if score.endswith(ALL_OUTPUTS_SUFFIX) else variant_names(score)
         for name in candidates:
             needs_garbage = name == "garbage" or name.endswith(ALL_OUTPUTS_SUFFIX)
@@ -148,7 +172,7 @@ def scores_for_run(scores, has_garbage):
     return names, notes
 
 
-def evaluate(run_dirs, ood_sets=None, scores=DEFAULT_SCORES, *, params=None, limit=None,
+def evaluate(run_dirs, ood_sets=None, scores=None, *, params=None, limit=None,
              balance=False, seed=0, data_dir=None, batch_size=DEFAULT_BATCH_SIZE, verbose=1,
              log=None):
     """Evaluates run folders on the ID test set and OOD sets; see the module docstring.
@@ -157,7 +181,9 @@ def evaluate(run_dirs, ood_sets=None, scores=DEFAULT_SCORES, *, params=None, lim
         run_dirs: run folders of `keras-tie train`, all on the same ID dataset.
         ood_sets: dataset names (`fashion_mnist`, `cifar10`, `gaussian`, ...);
             default `DEFAULT_OOD_SETS` without the ID dataset.
-        scores: registry names (see `keras_tie.detectors.detector_names`).
+        scores: registry names (see `keras_tie.detectors.detector_names`);
+            None: `DEFAULT_SCORES` for classifiers, `FLOW_DEFAULT_SCORES` for
+            flows, `REPAIR_DEFAULT_SCORES` for repair runs.
         params: score name -> parameters, e.g. {"odin": {"epsilon": 0.002}}.
         limit: at most this many images per set: the ID test set, each OOD
             set (synthetic ones get `limit` images), the held-out ID set and
@@ -181,7 +207,7 @@ def evaluate(run_dirs, ood_sets=None, scores=DEFAULT_SCORES, *, params=None, lim
         keras_tie.data.DatasetError: an OOD set that is unknown or not available.
     """
     log = log or (lambda line: None)
-    scores = check_scores(scores)
+    scores = None if scores is None else check_scores(scores)
     params = params or {}
     for name in params:
         if name not in detector_names():
@@ -210,11 +236,12 @@ def evaluate(run_dirs, ood_sets=None, scores=DEFAULT_SCORES, *, params=None, lim
         run_detectors[run.label], run_notes = _build_detectors(run, scores, params)
         notes += [f"{run.label}: {note}" for note in run_notes]
     if not any(run_detectors.values()):
-        raise EvaluationError(f"None of the requested scores ({', '.join(scores)}) applies to "
-                              "these runs: " + "; ".join(notes))
+        raise EvaluationError(f"None of the requested scores ({', '.join(scores or ())}) "
+                              "applies to these runs: " + "; ".join(notes))
 
     data = _Data(runs, limit, seed, data_dir, log)
     ood_data = {name: data.ood_set(name) for name in ood_sets}
+    # scores None: each run's default scores (listed per run under "detectors").
     settings = {"ood_sets": ood_sets, "scores": scores, "params": params, "limit": limit,
                 "balance": bool(balance), "seed": seed, "tpr": metrics.TPR_LEVEL,
                 "batch_size": batch_size, "data_dir": data.data_dir}
@@ -228,7 +255,12 @@ def evaluate(run_dirs, ood_sets=None, scores=DEFAULT_SCORES, *, params=None, lim
 
 def _build_detectors(run, scores, params):
     """{name: detector} for the scores the run can have, and notes on the others."""
-    names, notes = scores_for_run(scores, run.garbage_index is not None)
+    if scores is None and run.is_repair:
+        scores = REPAIR_DEFAULT_SCORES
+    if scores is None:
+        scores = FLOW_DEFAULT_SCORES if run.is_flow else DEFAULT_SCORES
+    names, notes = scores_for_run(scores, run.garbage_index is not None, run.is_flow,
+                                  run.is_repair)
     detectors = {}
     for name in names:
         merged = {**params.get(base_name(name), {}), **params.get(name, {})}
@@ -358,7 +390,7 @@ def _evaluate_run(evaluation, run, detectors, data, ood_data, balance, seed, bat
     evaluation.level1.extend(_level1(run, logits, id_test.labels, data.id_name))
     evaluation.runs.append({
         "label": run.label, "path": run.path, "method": run.method, "dataset": run.dataset,
-        "num_classes": run.num_classes, "num_outputs": int(run.model.outputs[0].shape[-1]),
+        "num_classes": run.num_classes, "num_outputs": run.num_outputs,
         "garbage_index": run.garbage_index, "tau": run.tau, "heldout": heldout,
         "fit": fit_summary,
         "detectors": {name: _describe(d) for name, d in detectors.items()}})
@@ -386,7 +418,14 @@ def _evaluate_run(evaluation, run, detectors, data, ood_data, balance, seed, bat
 
 
 def _score_set(run, detectors, images, batch_size, verbose):
-    """(logits, {score: scores}): one forward pass shared by every score that needs no gradient."""
+    """(logits, {score: scores}): one forward pass shared by every score that needs no gradient.
+
+    A flow (or a repair model) has no logits: they are returned as an `[N, 0]` array.
+    """
+    if run.is_flow or run.is_repair:
+        return (np.zeros((len(images), 0), np.float32),
+                {name: d.score(images, batch_size=batch_size, verbose=verbose)
+                 for name, d in detectors.items()})
     shared = [d for d in detectors.values()
               if isinstance(d, ClassifierDetector) and d.from_outputs]
     needs_features = any(d.needs_features for d in shared)
@@ -418,6 +457,9 @@ def _level1(run, logits, id_labels, id_name):
         is_id = name == ID_SET
         record = {"run": run.label, "set": id_name if is_id else name,
                   "role": "id" if is_id else "ood", "count": int(len(set_logits))}
+        if run.is_flow or run.is_repair:  # no classes, no garbage class: no level 1
+            records.append(record)
+            continue
         predicted = set_logits.argmax(-1) if len(set_logits) else np.zeros(0, int)
         if is_id:
             record["accuracy_all_outputs"] = metrics.accuracy(predicted, id_labels)

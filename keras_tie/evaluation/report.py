@@ -233,7 +233,7 @@ def _markdown(evaluation, figure_files):
         "## Runs", "",
         _table(["run", "method", "outputs", "tau_T", "threshold set (held-out ID)",
                 "ID rates measured on", "Mahalanobis fit", "path"],
-               [[r["label"], r["method"], r["num_outputs"],
+               [[r["label"], r["method"], "n/a" if r["num_outputs"] is None else r["num_outputs"],
                  "n/a" if r["tau"] is None else f"{r['tau']:.4f}",
                  _heldout_text(r["heldout"]), r["heldout"]["id_rates_on"],
                  f"{r['fit']['images']} train images" if r["fit"] else "-",

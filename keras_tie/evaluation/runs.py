@@ -1,4 +1,9 @@
-"""A training run folder, read back for evaluation: run.json plus model.keras."""
+"""A training run folder, read back for evaluation: run.json plus model.keras.
+
+The model is a classifier (methods tie, static, plain) or a flow (method
+flow: a `RealNVP`, pixels in [0, 1] -> log p(x), with no logits), or a
+repair model (method repair: a `RepairModel`, scored by `repair`).
+"""
 
 import dataclasses
 import json
@@ -14,13 +19,14 @@ class EvaluationError(ValueError):
 
 @dataclasses.dataclass
 class Run:
-    """One trained classifier and what its run.json says about it.
+    """One trained classifier or flow and what its run.json says about it.
 
     Args:
         path: the run folder.
         label: its name in reports (the folder name, made unique).
         info: the parsed run.json.
-        model: the loaded classifier (float pixels in [0, 1] -> logits).
+        model: the loaded classifier (float pixels in [0, 1] -> logits) or
+            flow (float pixels in [0, 1] -> log p(x)).
     """
 
     path: str
@@ -43,6 +49,21 @@ class Run:
     @property
     def num_classes(self):
         return int(self.info["num_classes"])
+
+    @property
+    def is_flow(self):
+        """A density model (method flow), scored by its likelihood, not its logits."""
+        return self.method == "flow"
+
+    @property
+    def is_repair(self):
+        """An SR-OOD repair model (method repair), scored by its repair distance."""
+        return self.method == "repair"
+
+    @property
+    def num_outputs(self):
+        """The classifier's outputs (n or n + 1); None for a flow or a repair model."""
+        return None if self.is_flow or self.is_repair else int(self.model.outputs[0].shape[-1])
 
     @property
     def garbage_index(self):
@@ -101,16 +122,24 @@ def load_run(run_dir, label=None):
 
     import keras_tie  # noqa: F401  (TensorFlow backend check before Keras loads the model)
 
+    if info.get("method") == "flow":
+        import keras_tie.models.realnvp  # noqa: F401  (registers RealNVP for load_model)
+    if info.get("method") == "repair":
+        import keras_tie.training.repair_model  # noqa: F401  (registers RepairModel)
     try:
         model = keras.saving.load_model(model_file, compile=False)
     except Exception as error:  # Keras raises many types for a damaged file
         raise EvaluationError(f"Cannot load {model_file}: {error}") from error
+    label = label or os.path.basename(os.path.normpath(run_dir)) or run_dir
+    if info.get("method") == "flow":
+        return Run(run_dir, label, info, model)
+    if info.get("method") == "repair":  # no logits to check
+        return Run(run_dir, label, info, model)
     outputs = int(model.outputs[0].shape[-1])
     expected = int(info.get("num_outputs", info["num_classes"]))
     if outputs != expected:
         raise EvaluationError(f"{model_file} has {outputs} outputs but {RUN_FILE} says "
                               f"num_outputs={expected}.")
-    label = label or os.path.basename(os.path.normpath(run_dir)) or run_dir
     return Run(run_dir, label, info, model)
 
 

@@ -193,6 +193,12 @@ def load_run(run_dir):
         raise ExportError(f"{run_dir} has no model.keras: the run has not finished "
                           "(`keras-tie train --output RUN_DIR --resume` completes it).")
     run_info = read_json(run_file)
+    if run_info.get("method") == "flow":
+        raise ExportError(
+            f"{run_dir} is a flow run, which keras-tie does not export: the export ships a "
+            "classifier's logits with the two-level rule, a flow has none, and its approximate "
+            "mass needs the gradient of log p(x) with respect to the input, which TFLite "
+            "cannot compute. Score it with `keras-tie evaluate` (see docs/flow.md).")
     for key in ("class_names", "image_shape", "num_outputs"):
         if key not in run_info:
             raise ExportError(f"{run_file} has no {key!r}: it was not written by keras-tie's "

@@ -1,4 +1,9 @@
-"""Networks: classifier backbones and the conditional generator."""
+"""Networks: classifier backbones and the conditional generator.
+
+The RealNVP flow (`keras_tie.models.realnvp`, with `coupling_net` and
+`flow_bijectors`) is imported on its own: it needs tensorflow-probability,
+which the classifiers do not.
+"""
 
 from keras_tie.models.backbones import build_classifier, feature_model, resolve_backbone
 from keras_tie.models.generator import build_generator

@@ -14,6 +14,9 @@ A run folder holds::
 Methods: `tie` (the paper's Training-Inversion-Exclusion), `static` (n + 1
 classes, garbage class of static Gaussian noise: the paper's "No TIE"
 ablation), `plain` (the ordinary n-class classifier of the same backbone).
+`flow` (a RealNVP with the approximate-mass penalty) is run by
+flow_runner.py, into a folder of the same layout.
+`repair` (SR-OOD's repair network) is run by repair_runner.py, likewise.
 """
 
 import dataclasses
@@ -82,6 +85,14 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
             "--output folder.")
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
+    if config.method == "flow":  # a density model, not a classifier: its own runner
+        from keras_tie.training.flow_runner import train_flow
+
+        return train_flow(config, run_dir, resume=resume, verbose=verbose, callbacks=callbacks)
+    if config.method == "repair":  # SR-OOD's repair network, not a classifier: its own runner
+        from keras_tie.training.repair_runner import train_repair
+
+        return train_repair(config, run_dir, resume=resume, verbose=verbose, callbacks=callbacks)
 
     data_dir = config.data_dir or None
     train_set = load(config.dataset, split="train", data_dir=data_dir,

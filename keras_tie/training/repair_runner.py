@@ -1,0 +1,329 @@
+"""Runs an SR-OOD training job (method `repair`) into a run folder like the classifier's.
+
+A repair run folder holds::
+
+    run.json            the resolved config, dataset, image shape, the operator
+                        set, the chosen test operator T* and how it was
+                        chosen, the perception network, history, test metrics
+    model.keras         the `RepairModel` (keras.saving.load_model; it carries
+                        its perception network and T*)
+    history.csv         one row per epoch (Keras CSVLogger)
+    images/repairs.png  original / eroded / repaired rows for ID test images
+                        and an OOD set (the paper's Figure 3)
+    logs/               TensorBoard scalars and the repairs image
+    checkpoints/        resumable checkpoints (see checkpoint.py)
+
+Steps: train the repair network with `fit` (one erosion operator drawn per
+image), choose T* on held-out images by AUROC (`keras_tie.repair.selection`),
+save, then measure on the ID test split: the mean repair distances and, as a
+first look, the AUROC against the preview OOD set's test split. The full
+evaluation is `keras-tie evaluate RUN_DIR`.
+
+Without a perception network (`repair.perceptual = ""`) the network is
+trained on L2 alone and scored by L2 (the paper's Table IV ablation, its
+weakest distance); run.json and the console say so.
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_tie
+from keras_tie import metrics
+from keras_tie._io import read_json, write_json
+from keras_tie.config import ConfigError
+from keras_tie.models.repair_unet import build_repair_unet
+from keras_tie.repair.operators import variant_operators
+from keras_tie.repair.perceptual import PerceptualDistance, load_perception_network
+from keras_tie.repair.selection import score_images, select_operator, selection_ood_images
+from keras_tie.training.callbacks import EpochTimer, image_grid, write_png
+from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, restore_checkpoint
+from keras_tie.training.repair_model import RepairModel
+from keras_tie.training.runner import (
+    MODEL_FILE,
+    RUN_FILE,
+    RunResult,
+    _plain,
+    _save_model,
+    epoch_batches,
+    validation_split_indices,
+)
+
+FIGURE_FILE = os.path.join("images", "repairs.png")
+FIGURE_COLUMNS = 8
+# The preview OOD set when repair.preview_ood is "": a dataset of the same kind.
+_PREVIEW_OOD = {"mnist": "fashion_mnist", "fashion_mnist": "mnist", "cifar10": "cifar100",
+                "cifar100": "cifar10"}
+
+
+def train_repair(config, run_dir, resume=False, verbose="auto", callbacks=()):
+    """Trains the repair model of `config` (method `repair`) into `run_dir`.
+
+    Called by `keras_tie.training.runner.train`, which has resolved `config`
+    (from run.json when resuming) and created the folder.
+
+    Returns:
+        A `RunResult` (tau None).
+    """
+    from keras_tie.data import load
+
+    run_file = os.path.join(run_dir, RUN_FILE)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    data_dir = config.data_dir or None
+    train_set = load(config.dataset, split="train", data_dir=data_dir, limit=config.limit or None)
+    info = train_set.info
+    images, labels = train_set.images, train_set.labels.astype(np.int32)
+    heldout = None
+    if config.validation_split > 0:
+        train_index, val_index = validation_split_indices(len(images), config.validation_split,
+                                                          config.seed)
+        heldout = images[val_index]
+        images, labels = images[train_index], labels[train_index]
+    if len(images) < config.batch_size:
+        raise ConfigError(
+            f"The training set has {len(images)} images, fewer than one batch. "
+            f"Received: batch_size={config.batch_size}. Lower --batch-size.")
+
+    notes = []
+    model, perceptual_info = build_repair_model(config, info, notes)
+    network = model.network
+    trackables = {"network": network, "optimizer": model.optimizer, "rng": model.rng}
+
+    steps_per_epoch = len(images) // config.batch_size
+    dataset = epoch_batches(images, labels, config.batch_size, config.seed,
+                            checkpoint[1]["epoch"] if checkpoint else 0, config.epochs,
+                            config.augment)
+    validation_data = None if heldout is None else tf.data.Dataset.from_tensor_slices(
+        heldout.astype(np.float32) / 255.0).batch(256)
+
+    run_info = read_json(run_file) if resume and os.path.isfile(run_file) else {}
+    run_info.update({
+        "keras_tie_version": keras_tie.__version__,
+        "config": config.to_dict(),
+        "method": "repair",
+        "dataset": info.name,
+        "data_source": info.source,
+        "class_names": list(info.class_names),
+        "num_classes": info.num_classes,
+        "num_outputs": None,
+        "garbage_index": None,
+        "image_shape": list(info.image_shape),
+        "input": "float32 pixels in [0, 1], shape [batch, H, W, C]",
+        "score": "repair: d(x, R(T*(x))), higher = more OOD",
+        "repair": {"operators": list(model.operators), "distance": model.default_distance,
+                   "perceptual": perceptual_info, "lambda_l2": model.lambda_l2,
+                   "lambda_perceptual": model.lambda_perceptual,
+                   "network": {"width": config.repair.width, "depth": config.repair.depth,
+                               "skips": config.repair.skips,
+                               "parameters": int(network.count_params())}},
+        "train_images": len(images),
+        "validation": {"fraction": config.validation_split, "seed": config.seed,
+                       "rule": "keras_tie.training.runner.validation_split_indices"},
+        "steps_per_epoch": steps_per_epoch,
+        "notes": notes,
+        "status": "running",
+    })
+    write_json(run_file, run_info)
+    if verbose:
+        for note in notes:
+            print(f"Note: {note}")
+
+    history = []
+    initial_epoch = 0
+    if checkpoint:
+        directory, state = checkpoint
+        restore_checkpoint(directory, trackables)
+        initial_epoch = state["epoch"]
+        history = state.get("history", [])
+
+    def checkpoint_state(epoch, logs):
+        history.append(dict(_plain(logs), epoch=epoch))
+        return {"history": history}
+
+    fit_callbacks = [
+        EpochTimer(),
+        RunCheckpoint(run_dir, trackables, checkpoint_state, None, config.checkpoint_every,
+                      config.epochs),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resume),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        keras.callbacks.TerminateOnNaN(),
+        *callbacks,
+    ]
+    if initial_epoch < config.epochs:
+        model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose,
+                  shuffle=False, validation_data=validation_data)
+
+    selection = choose_test_operator(model, config, info, heldout, images, data_dir)
+    _save_model(model, os.path.join(run_dir, MODEL_FILE))
+
+    test_metrics, figure = evaluate_test(model, config, info, notes)
+    if figure is not None:
+        _write_figure(run_dir, figure)
+    run_info["repair"].update(test_operator=model.test_operator, selection=selection)
+    run_info.update(status="complete", epochs_completed=len(history), history=history,
+                    test_metrics=test_metrics, notes=notes,
+                    figure=FIGURE_FILE if figure is not None else None)
+    write_json(run_file, run_info)
+    return RunResult(run_dir, config, history, None, test_metrics)
+
+
+def build_repair_model(config, info, notes):
+    """(compiled `RepairModel` of `config.repair` for `info`'s images, perception description).
+
+    Args:
+        config: a `Config`.
+        info: the ID dataset's `DatasetInfo` (name, image shape).
+        notes: a list the notes for run.json are appended to.
+
+    Raises:
+        ConfigError: an operator or depth the image size does not allow, a
+            missing or mismatched perception network, an unknown layer.
+    """
+    r = config.repair
+    operators = list(r.operators) or variant_operators(r.variant, r.factors, r.box_sizes,
+                                                       r.box_offsets)
+    perceptual, perceptual_info = _perception(r, info, notes)
+    try:
+        network = build_repair_unet(info.image_shape, r.width, r.depth, r.skips)
+        model = RepairModel(network, operators, perceptual, r.lambda_l2,
+                            r.lambda_perceptual if perceptual is not None else 0.0,
+                            None if r.test_operator == "auto" else r.test_operator, config.seed)
+    except ValueError as error:  # a box outside the image, a depth the size does not allow
+        raise ConfigError(str(error)) from error
+    model.compile(keras.optimizers.Adam(r.learning_rate))
+    model.optimizer.build(network.trainable_variables)
+    return model, perceptual_info
+
+
+def choose_test_operator(model, config, info, heldout, train_images, data_dir=None):
+    """Sets `model.test_operator` (T*) and returns how it was chosen (for run.json)."""
+    r = config.repair
+    if r.test_operator != "auto":
+        return {"chosen": model.test_operator, "by": "config (repair.test_operator)"}
+    if len(model.operators) == 1:
+        model.test_operator = model.operators[0]
+        return {"chosen": model.test_operator, "by": "the only operator"}
+    rng = np.random.default_rng([config.seed, 11])
+    if heldout is not None and len(heldout):
+        id_images, id_source = heldout, "validation split"
+    else:
+        id_images, id_source = train_images, "training images (no validation split)"
+    if len(id_images) > r.selection_images:
+        id_images = id_images[np.sort(rng.choice(len(id_images), r.selection_images,
+                                                 replace=False))]
+    try:
+        ood_images, ood = selection_ood_images(r.selection_ood, id_images, info.name,
+                                               len(id_images), config.seed, data_dir)
+    except ValueError as error:  # includes DatasetError
+        raise ConfigError(f"repair.selection_ood: {error}") from error
+    chosen, aurocs = select_operator(model, id_images, ood_images)
+    model.test_operator = chosen
+    return {"chosen": chosen, "by": "highest AUROC (ties: the operator listed first)",
+            "distance": model.default_distance, "auroc": aurocs,
+            "id": {"source": id_source, "count": int(len(id_images))}, "ood": ood}
+
+
+def evaluate_test(model, config, info, notes):
+    """(test metrics, figure rows) on the ID test split and the preview OOD set's test split."""
+    from keras_tie.data import DatasetError, load
+
+    data_dir = config.data_dir or None
+    try:
+        test_set = load(config.dataset, split="test", data_dir=data_dir,
+                        limit=config.limit or None)
+    except DatasetError as error:
+        return {"skipped": str(error)}, None
+    test_metrics = {"test_images": len(test_set), "test_operator": model.test_operator,
+                    "distance": model.default_distance}
+    id_scores = {}
+    for distance in ("l2", "perceptual") if model.perceptual is not None else ("l2",):
+        id_scores[distance] = score_images(model, test_set.images, distance=distance)
+        test_metrics[f"mean_{distance}"] = float(np.mean(id_scores[distance]))
+
+    preview, ood_set = preview_ood_set(config, info, len(test_set), notes)
+    if ood_set is not None:
+        ood_scores = score_images(model, ood_set.images)
+        found = metrics.ood_metrics(id_scores[model.default_distance], ood_scores)
+        test_metrics[f"auroc_{preview}"] = found["auroc"]
+        test_metrics[f"fpr_at_95_tpr_{preview}"] = found["fpr_at_95_tpr"]
+    columns = min(FIGURE_COLUMNS, len(test_set), len(ood_set) if ood_set else FIGURE_COLUMNS)
+    rows = [_figure_rows(model, test_set.images[:columns])]
+    if ood_set is not None:
+        rows.append(_figure_rows(model, ood_set.images[:columns]))
+    return test_metrics, np.concatenate(rows) if columns else None
+
+
+def preview_ood_set(config, info, count, notes):
+    """(name, Dataset or None): the OOD set of the test metrics and the figure.
+
+    `repair.preview_ood`, or by default a dataset of the same kind (mnist <->
+    fashion_mnist, cifar10 <-> cifar100; else mnist for grayscale, cifar10
+    for colour), converted to the ID shape; uniform noise when that one is
+    not available.
+    """
+    from keras_tie.data import DatasetError, load
+
+    name = config.repair.preview_ood or _PREVIEW_OOD.get(
+        info.name, "mnist" if info.image_shape[-1] == 1 else "cifar10")
+    if name == info.name:
+        name = "uniform"
+    try:
+        if name in ("gaussian", "uniform", "sphere"):
+            return name, load(name, "test", like=info.image_shape, count=count,
+                              seed=config.seed)
+        return name, load(name, "test", data_dir=config.data_dir or None, limit=count,
+                          target_shape=info.image_shape)
+    except DatasetError as error:
+        notes.append(f"preview OOD set {name!r} not available ({error}); using uniform noise")
+        return "uniform", load("uniform", "test", like=info.image_shape, count=count,
+                               seed=config.seed)
+
+
+def _perception(r, info, notes):
+    """(PerceptualDistance or None, its description for run.json)."""
+    if not r.perceptual:
+        notes.append("no perception network (repair.perceptual is empty): trained on L2 alone "
+                     "and scored by L2, the paper's weakest distance (Table IV). Set "
+                     "repair.perceptual to a classifier run folder of this dataset for the "
+                     "perceptual distance.")
+        return None, None
+    try:
+        network = load_perception_network(r.perceptual)
+        shape = tuple(int(d) for d in network.inputs[0].shape[1:])
+        if shape != tuple(info.image_shape):
+            raise ValueError(
+                f"The perception network takes {shape} images but {info.name} images are "
+                f"{tuple(info.image_shape)}. Received: repair.perceptual={r.perceptual!r}. Use a "
+                "classifier trained on this dataset.")
+        distance = PerceptualDistance.from_network(network, r.layers or None)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    described = {"source": os.path.abspath(r.perceptual), "model": network.name,
+                 "layers": list(distance.layer_names), "layer_weights": "uniform (1 each)"}
+    source_run = os.path.join(r.perceptual, RUN_FILE)
+    if os.path.isdir(r.perceptual) and os.path.isfile(source_run):
+        source = read_json(source_run)
+        described.update(run_method=source.get("method"), run_dataset=source.get("dataset"))
+        if source.get("dataset") != info.name:
+            notes.append(f"the perception network was trained on {source.get('dataset')!r}, "
+                         f"not on the in-distribution {info.name!r}")
+    return distance, described
+
+
+def _figure_rows(model, images):
+    """[3, n, H, W, C]: original, eroded and repaired images (float in [0, 1])."""
+    x = tf.constant(np.asarray(images, np.float32) / (255.0 if images.dtype == np.uint8 else 1.0))
+    x = tf.clip_by_value(x, 0.0, 1.0)  # unclipped Gaussian noise is shown clipped
+    return np.stack([x.numpy(), model.erode(x).numpy(), model.repair(x).numpy()])
+
+
+def _write_figure(run_dir, rows):
+    grid = image_grid(rows)
+    write_png(os.path.join(run_dir, FIGURE_FILE), grid)
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs", "repair"))
+    with writer.as_default():
+        tf.summary.image("original_eroded_repaired", grid[None], step=0)
+    writer.flush()
