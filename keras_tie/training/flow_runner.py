@@ -32,7 +32,7 @@ from keras_tie._io import write_json
 from keras_tie.config import ConfigError
 from keras_tie.models.realnvp import RealNVP
 from keras_tie.training.callbacks import EpochTimer
-from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, restore_checkpoint
+from keras_tie.training.checkpoint import latest_checkpoint, restore_checkpoint
 from keras_tie.training.flow_model import FlowModel
 from keras_tie.training.mass_trace import MassTrace
 
@@ -60,6 +60,7 @@ def train_flow(config, run_dir, resume=False, verbose="auto", callbacks=()):
         _plain,
         _save_model,
         epoch_batches,
+        run_callbacks,
         validation_split_indices,
     )
 
@@ -141,14 +142,8 @@ def train_flow(config, run_dir, resume=False, verbose="auto", callbacks=()):
         (id_name, id_images), (ood_name, ood_images) = trace_sets
         fit_callbacks.append(MassTrace(flow, id_images, ood_images, id_name, ood_name, run_dir,
                                        history))
-    fit_callbacks += [
-        RunCheckpoint(run_dir, trackables, checkpoint_state, None, config.checkpoint_every,
-                      config.epochs),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resume),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
-        *callbacks,
-    ]
+    fit_callbacks += run_callbacks(run_dir, trackables, checkpoint_state, config, resume,
+                                   callbacks)
     if initial_epoch < config.epochs:
         model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose,

@@ -39,7 +39,7 @@ from keras_tie.repair.operators import variant_operators
 from keras_tie.repair.perceptual import PerceptualDistance, load_perception_network
 from keras_tie.repair.selection import score_images, select_operator, selection_ood_images
 from keras_tie.training.callbacks import EpochTimer, image_grid, write_png
-from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, restore_checkpoint
+from keras_tie.training.checkpoint import latest_checkpoint, restore_checkpoint
 from keras_tie.training.repair_model import RepairModel
 from keras_tie.training.runner import (
     MODEL_FILE,
@@ -48,6 +48,7 @@ from keras_tie.training.runner import (
     _plain,
     _save_model,
     epoch_batches,
+    run_callbacks,
     validation_split_indices,
 )
 
@@ -142,15 +143,8 @@ def train_repair(config, run_dir, resume=False, verbose="auto", callbacks=()):
         history.append(dict(_plain(logs), epoch=epoch))
         return {"history": history}
 
-    fit_callbacks = [
-        EpochTimer(),
-        RunCheckpoint(run_dir, trackables, checkpoint_state, None, config.checkpoint_every,
-                      config.epochs),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resume),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
-        *callbacks,
-    ]
+    fit_callbacks = [EpochTimer(), *run_callbacks(run_dir, trackables, checkpoint_state, config,
+                                                  resume, callbacks)]
     if initial_epoch < config.epochs:
         model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose,

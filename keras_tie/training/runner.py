@@ -201,14 +201,8 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
     fit_callbacks = [EpochTimer()]
     if tie_callback is not None:
         fit_callbacks.insert(0, tie_callback)
-    fit_callbacks += [
-        RunCheckpoint(run_dir, trackables, checkpoint_state, pool, config.checkpoint_every,
-                      config.epochs),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resume),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
-        *callbacks,
-    ]
+    fit_callbacks += run_callbacks(run_dir, trackables, checkpoint_state, config, resume,
+                                   callbacks, pool)
     if initial_epoch < config.epochs:
         model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose,
@@ -225,6 +219,20 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
                     pool_size=len(pool) if pool is not None else None)
     write_json(run_file, run_info)
     return RunResult(run_dir, config, history, tau, test_metrics)
+
+
+def run_callbacks(run_dir, trackables, checkpoint_state, config, resume, callbacks=(),
+                  pool=None):
+    """The callbacks every run folder gets, after the method's own: resumable checkpoints,
+    history.csv, TensorBoard logs, a stop on NaN, then the caller's `callbacks`."""
+    return [
+        RunCheckpoint(run_dir, trackables, checkpoint_state, pool, config.checkpoint_every,
+                      config.epochs),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resume),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        keras.callbacks.TerminateOnNaN(),
+        *callbacks,
+    ]
 
 
 def validation_split_indices(count, fraction, seed):
