@@ -60,26 +60,15 @@ def train_flow(config, run_dir, resume=False, verbose="auto", callbacks=()):
         _plain,
         _save_model,
         epoch_batches,
+        load_training_data,
         run_callbacks,
-        validation_split_indices,
     )
 
     flow_config = config.flow
-    data_dir = config.data_dir or None
-    train_set = load(config.dataset, split="train", data_dir=data_dir, limit=config.limit or None)
+    train_set, images, labels, held_images, _ = load_training_data(config)
     info = train_set.info
-    images, labels = train_set.images, train_set.labels.astype(np.int32)
-    validation_data = None
-    if config.validation_split > 0:
-        train_index, val_index = validation_split_indices(len(images), config.validation_split,
-                                                          config.seed)
-        validation_data = tf.data.Dataset.from_tensor_slices(
-            images[val_index].astype(np.float32) / 255.0).batch(EVALUATION_BATCH_SIZE)
-        images, labels = images[train_index], labels[train_index]
-    if len(images) < config.batch_size:
-        raise ConfigError(
-            f"The training set has {len(images)} images, fewer than one batch. "
-            f"Received: batch_size={config.batch_size}. Lower --batch-size.")
+    validation_data = None if held_images is None else tf.data.Dataset.from_tensor_slices(
+        held_images.astype(np.float32) / 255.0).batch(EVALUATION_BATCH_SIZE)
     try:
         flow = RealNVP(info.image_shape, flow_config.scales, flow_config.blocks,
                        flow_config.width, flow_config.logit_boundary)

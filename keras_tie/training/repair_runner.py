@@ -48,8 +48,8 @@ from keras_tie.training.runner import (
     _plain,
     _save_model,
     epoch_batches,
+    load_training_data,
     run_callbacks,
-    validation_split_indices,
 )
 
 FIGURE_FILE = os.path.join("images", "repairs.png")
@@ -68,24 +68,11 @@ def train_repair(config, run_dir, resume=False, verbose="auto", callbacks=()):
     Returns:
         A `RunResult` (tau None).
     """
-    from keras_tie.data import load
-
     run_file = os.path.join(run_dir, RUN_FILE)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     data_dir = config.data_dir or None
-    train_set = load(config.dataset, split="train", data_dir=data_dir, limit=config.limit or None)
+    train_set, images, labels, heldout, _ = load_training_data(config)
     info = train_set.info
-    images, labels = train_set.images, train_set.labels.astype(np.int32)
-    heldout = None
-    if config.validation_split > 0:
-        train_index, val_index = validation_split_indices(len(images), config.validation_split,
-                                                          config.seed)
-        heldout = images[val_index]
-        images, labels = images[train_index], labels[train_index]
-    if len(images) < config.batch_size:
-        raise ConfigError(
-            f"The training set has {len(images)} images, fewer than one batch. "
-            f"Received: batch_size={config.batch_size}. Lower --batch-size.")
 
     notes = []
     model, perceptual_info = build_repair_model(config, info, notes)

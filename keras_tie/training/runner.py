@@ -67,8 +67,6 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
     Returns:
         A `RunResult`.
     """
-    from keras_tie.data import load
-
     run_file = os.path.join(run_dir, RUN_FILE)
     checkpoint = None
     if resume:
@@ -94,23 +92,10 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
 
         return train_repair(config, run_dir, resume=resume, verbose=verbose, callbacks=callbacks)
 
-    data_dir = config.data_dir or None
-    train_set = load(config.dataset, split="train", data_dir=data_dir,
-                     limit=config.limit or None)
+    train_set, images, labels, held_images, held_labels = load_training_data(config)
     info = train_set.info
-    images, labels = train_set.images, train_set.labels.astype(np.int32)
-    validation_data = None
-    if config.validation_split > 0:
-        train_index, val_index = validation_split_indices(len(images), config.validation_split,
-                                                          config.seed)
-        validation_data = tf.data.Dataset.from_tensor_slices(
-            (images[val_index].astype(np.float32) / 255.0, labels[val_index])
-        ).batch(512)
-        images, labels = images[train_index], labels[train_index]
-    if len(images) < config.batch_size:
-        raise ConfigError(
-            f"The training set has {len(images)} images, fewer than one batch. "
-            f"Received: batch_size={config.batch_size}. Lower --batch-size.")
+    validation_data = None if held_images is None else tf.data.Dataset.from_tensor_slices(
+        (held_images.astype(np.float32) / 255.0, held_labels)).batch(512)
     num_classes = info.num_classes
     mean, std = train_set.channel_stats()
     mean = mean.astype(np.float32)
@@ -219,6 +204,35 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
                     pool_size=len(pool) if pool is not None else None)
     write_json(run_file, run_info)
     return RunResult(run_dir, config, history, tau, test_metrics)
+
+
+def load_training_data(config):
+    """The run's training set, split into training and held-out images.
+
+    Returns:
+        (the loaded `Dataset`, training images, int32 labels, held-out images,
+        held-out labels); the held-out pair is (None, None) without a
+        `validation_split`.
+
+    Raises:
+        ConfigError: fewer training images than one batch.
+    """
+    from keras_tie.data import load
+
+    train_set = load(config.dataset, split="train", data_dir=config.data_dir or None,
+                     limit=config.limit or None)
+    images, labels = train_set.images, train_set.labels.astype(np.int32)
+    held_images = held_labels = None
+    if config.validation_split > 0:
+        train_index, val_index = validation_split_indices(len(images), config.validation_split,
+                                                          config.seed)
+        held_images, held_labels = images[val_index], labels[val_index]
+        images, labels = images[train_index], labels[train_index]
+    if len(images) < config.batch_size:
+        raise ConfigError(
+            f"The training set has {len(images)} images, fewer than one batch. "
+            f"Received: batch_size={config.batch_size}. Lower --batch-size.")
+    return train_set, images, labels, held_images, held_labels
 
 
 def run_callbacks(run_dir, trackables, checkpoint_state, config, resume, callbacks=(),
