@@ -1,6 +1,6 @@
 """Export parity, sizes and latency (issue: export and deployment).
 
-Exports RUN_DIR (SavedModel + TFLite float32, float16, int8) into a scratch
+Exports RUN_DIR (SavedModel + TFLite float32, float16, int8, int8_full) into a scratch
 folder and measures, on the run's test images and a mixed ID / OOD set (other
 datasets converted to the run's shape as the data layer converts OOD sets,
 plus uniform noise):
@@ -66,7 +66,8 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         result = export_run(args.run_dir, os.path.join(scratch, "model"),
-                            tflite=["float32", "float16", "int8"], data_dir=args.data_dir)
+                            tflite=["float32", "float16", "int8", "int8_full"],
+                            data_dir=args.data_dir)
         export_seconds = time.perf_counter() - start
         meta = result.metadata
         dataset = meta["source_run"]["dataset"]

@@ -18,7 +18,9 @@ import click
               "garbage; ue of a plain run: the value accepting 95% of in-distribution "
               "training images.")
 @click.option("--tflite", "tflite", default="", metavar="VARIANTS",
-              help="Also convert to TFLite: comma-separated float32,float16,int8.")
+              help="Also convert to TFLite: comma-separated float32,float16,int8,int8_full "
+              "(int8: int8 network with a float32 head; int8_full: every operator int8, for "
+              "integer-only hardware).")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Where the run's dataset is (int8 calibration, threshold calibration). "
               "Default: the run's, else $KERAS_TIE_DATA_DIR.")

@@ -68,7 +68,7 @@ def plain_run(shared_data_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tie_export(tie_run, tmp_path_factory):
     output = tmp_path_factory.mktemp("exported") / "mnist"
-    return export_run(str(tie_run), str(output), tflite=["float32", "float16", "int8"])
+    return export_run(str(tie_run), str(output), tflite=["float32", "float16", "int8", "int8_full"])
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_export_layout_metadata_and_versions(tie_export, tie_run):
     assert "tau_T" in meta["score"]["threshold_source"]
     assert meta["source_run"]["run_dir"] == str(tie_run) and meta["keras_tie_version"]
     assert set(meta["outputs"]) == OUTPUT_NAMES
-    for variant in ("float32", "float16", "int8"):
+    for variant in ("float32", "float16", "int8", "int8_full"):
         operators = meta["tflite"][variant]["operators"]
         assert "CONV_2D" in operators and not any(op.startswith("CUSTOM") for op in operators)
     # A published version is never overwritten.
@@ -274,7 +274,7 @@ def test_tflite_variants_agree_with_the_savedmodel(tie_export, loaded, id_pixels
     nan_batch = id_pixels[:2].copy()
     nan_batch[0, 0, 0, 0] = np.nan
     results = {}
-    for variant in ("float32", "float16", "int8"):
+    for variant in ("float32", "float16", "int8", "int8_full"):
         lite = ExportedModel(os.path.join(tie_export.path, "tflite", f"model_{variant}.tflite"))
         assert lite.backend == "tflite" and lite.image_shape == SHAPE
         results[variant] = (compare_outputs(reference_id, lite.predict(id_pixels)),
@@ -290,13 +290,21 @@ def test_tflite_variants_agree_with_the_savedmodel(tie_export, loaded, id_pixels
     assert on_mixed["label_agreement"] == 1.0
     on_id, on_mixed = results["float16"]
     assert on_mixed["max_abs_probabilities"] <= 5e-3 and on_mixed["decision_agreement"] >= 0.97
-    # A one-epoch model on 512 images: many UE values sit near tau_T, so the int8
-    # targets (99% labels, 98% decisions on a trained model; see
-    # benchmarks/export_benchmark.py) are relaxed here.
-    on_id, on_mixed = results["int8"]
-    assert on_id["class_agreement"] >= 0.95 and on_id["label_agreement"] >= 0.85
-    assert on_mixed["decision_agreement"] >= 0.85
-    assert on_mixed["max_abs_probabilities"] <= 0.1
+    # A one-epoch model on 512 images: many UE values sit near tau_T, so the targets of a
+    # trained model (99% labels, 98% decisions; benchmarks/export_benchmark.py) are
+    # relaxed here, more so for int8_full, whose int8 softmax moves the UE near tau_T.
+    for variant, labels in (("int8", 0.95), ("int8_full", 0.8)):
+        on_id, on_mixed = results[variant]
+        assert on_id["class_agreement"] >= 0.95 and on_id["label_agreement"] >= labels
+        assert on_mixed["decision_agreement"] >= labels
+        assert on_mixed["max_abs_probabilities"] <= 0.1
+    # int8_full's softmax is int8 (probabilities on a grid of 1/256, none above 255/256);
+    # int8 computes its head in float32 from the dequantised logits, off that grid.
+    grid = {variant: ExportedModel(os.path.join(tie_export.path, "tflite",
+                                                f"model_{variant}.tflite"))
+            .predict(id_pixels)["probabilities"] * 256 for variant in ("int8", "int8_full")}
+    assert np.allclose(grid["int8_full"], np.round(grid["int8_full"]), atol=1e-3)
+    assert not np.allclose(grid["int8"], np.round(grid["int8"]), atol=1e-3)
 
 
 # predict.
@@ -367,7 +375,7 @@ def test_cli_exports_a_plain_run_with_a_calibrated_or_given_threshold(plain_run,
     result = runner.invoke(cli, ["export", str(plain_run), "-o", str(output), "--score", "odin"])
     assert result.exit_code != 0 and "TFLite has no gradient ops" in result.output
     result = runner.invoke(cli, ["export", str(plain_run), "-o", str(output), "--tflite", "int4"])
-    assert result.exit_code != 0 and "float32, float16, int8" in result.output
+    assert result.exit_code != 0 and "float32, float16, int8, int8_full" in result.output
     assert sorted(os.listdir(output)) == ["1", "2"]
 
 
@@ -386,3 +394,14 @@ def test_a_registered_logit_score_exports_with_its_threshold(tie_run, loaded, tm
     np.testing.assert_array_equal(out["is_ood"], garbage | (out["score"] > threshold))
     assert result.metadata["score"]["threshold"] == threshold
     assert result.metadata["thresholds"]["max_logit_test"] == threshold
+
+
+def test_int8_ue_floor_and_the_int8_full_warning(tie_run, tmp_path, shared_data_dir):
+    from keras_tie.export.tflite import int8_ue_floor
+
+    # p = (255/256, 1/256, 0, ...) over K = 11 outputs.
+    expected = 11 / 10 * (1 - (255 / 256) ** 2 - (1 / 256) ** 2)
+    assert int8_ue_floor(11) == pytest.approx(expected) and 0.0085 < expected < 0.0086
+    with pytest.warns(UserWarning, match="int8_full quantises the softmax"):
+        export_run(str(tie_run), str(tmp_path / "full"), threshold=0.001, tflite=["int8_full"],
+                   data_dir=shared_data_dir, representative_images=20)

@@ -34,6 +34,7 @@ import datetime
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -109,7 +110,8 @@ def export_run(run_dir, output=None, *, version=None, score="ue", threshold=None
             without one (`ue` of a plain run) the threshold that accepts 95%
             of `calibration_images` in-distribution images.
         tflite: TFLite variants to convert as well: any of `float32`,
-            `float16`, `int8`.
+            `float16`, `int8` (int8 network, float32 head), `int8_full`
+            (every operator int8); see `keras_tie.export.tflite`.
         data_dir: where the run's dataset is (for calibration and the int8
             representative images); default the run's, else $KERAS_TIE_DATA_DIR.
         representative_images: training images that calibrate the int8 ranges.
@@ -136,6 +138,14 @@ def export_run(run_dir, output=None, *, version=None, score="ue", threshold=None
 
     threshold, threshold_source = _resolve_threshold(
         export_score, threshold, run_info, classifier, data_dir, calibration_images)
+    if "int8_full" in variants and export_score.name.startswith("ue"):
+        floor = tflite_lib.int8_ue_floor(int(classifier.outputs[0].shape[-1]))
+        if threshold < floor:
+            warnings.warn(
+                f"int8_full quantises the softmax to steps of 1/256, so its UE cannot fall "
+                f"below about {floor:.4f}, and the threshold {threshold:.4g} would reject "
+                "nearly every image. Use the int8 variant (int8 network, float32 head) or "
+                "--score garbage for integer-only hardware.", stacklevel=2)
 
     output = output or os.path.join("exported", os.path.basename(os.path.normpath(run_dir)))
     version = next_version(output) if version is None else _check_version(version)
@@ -153,11 +163,11 @@ def export_run(run_dir, output=None, *, version=None, score="ue", threshold=None
         _write_saved_model(staging, classifier, export_score, threshold, garbage_index,
                            run_info["image_shape"])
         representative = None
-        if "int8" in variants:
+        if any(v in tflite_lib.INT8_VARIANTS for v in variants):
             representative = _dataset_images(
                 run_info, representative_images, data_dir, 1,
-                "The int8 variant calibrates its ranges on the run's training images",
-                "Pass --data-dir, or leave int8 out of --tflite")
+                "The int8 variants calibrate their ranges on the run's training images",
+                "Pass --data-dir, or leave int8 and int8_full out of --tflite")
         tflite_files = {}
         for variant in variants:
             model_bytes = tflite_lib.convert(staging, variant, representative)

@@ -1,4 +1,4 @@
-"""TFLite conversions of an exported SavedModel: float32, float16 and full-integer int8.
+"""TFLite conversions of an exported SavedModel: float32, float16, int8 and full-integer int8.
 
 Each variant is converted from the SavedModel's `serving_default` signature
 (`TFLiteConverter.from_keras_model` does not take Keras 3 models), so it holds
@@ -11,23 +11,43 @@ without the TensorFlow ops library; `operators` checks it after conversion.
 |---|---|---|---|
 | `float32` | float32 | float32 | as the SavedModel |
 | `float16` | float16 (dequantised on load) | float32 | as the SavedModel |
-| `int8` | int8 | int8 | as the SavedModel: float32 pixels in, float32 / int32 / bool out |
+| `int8` | int8 | int8 up to the logits; the head in float32 | as the SavedModel |
+| `int8_full` | int8 | int8 everywhere | as the SavedModel |
 
-The int8 variant keeps float32 input and outputs, so a client sends the same
+Every variant keeps float32 input and outputs, so a client sends the same
 pixels to every variant and reads `label` as an int and `probabilities` as
-floats; the converter puts the quantise and dequantise steps inside. Its
+floats; the converter puts the quantise and dequantise steps inside. The int8
 ranges are calibrated on representative in-distribution training images.
 The non-finite check reads the input's bits as integers before the first
-quantise step, so int8 rejects NaN pixels like the float variants do.
+quantise step, so the int8 files reject NaN pixels like the float ones do.
+
+Why `int8` keeps its head in float: an int8 softmax has a resolution of 1/256,
+so no probability exceeds 255/256 and the UE of a confident image cannot go
+below about 0.0086, while tau_T of a trained run is often smaller (0.0085 on
+the MNIST preset): the fully quantised file then rejects images the server
+accepts (98.75% equal labels on MNIST test against 99.8% with the float head;
+benchmarks/export_benchmark.py). The head (softmax, UE, score, two-level rule)
+is a few vector operations on n + 1 numbers per image, so it costs nothing
+measurable; every convolution and dense layer stays int8 and the file is the
+same size. `int8_full` quantises the head too, for integer-only accelerators
+(Edge TPU, NPUs, microcontrollers without a float unit), at that parity cost.
 """
 
-VARIANTS = ("float32", "float16", "int8")
+VARIANTS = ("float32", "float16", "int8", "int8_full")
+INT8_VARIANTS = ("int8", "int8_full")
+
+# Operators of the head after the logits (softmax, UE, scores, two-level rule) that
+# the `int8` variant keeps in float32; see the module docstring.
+FLOAT_HEAD_OPS = ("SOFTMAX", "LOG_SOFTMAX", "SQUARE", "SUM", "SUB", "MUL", "DIV", "EXP", "LOG",
+                  "REDUCE_MAX", "MAXIMUM", "MINIMUM", "GREATER", "LESS", "ARG_MAX")
 
 VARIANT_NOTES = {
     "float32": {"weights": "float32", "activations": "float32"},
     "float16": {"weights": "float16", "activations": "float32"},
-    "int8": {"weights": "int8", "activations": "int8",
+    "int8": {"weights": "int8", "activations": "int8 up to the logits, float32 head",
              "io": "float32 input, float32/int32/bool outputs (quantised inside)"},
+    "int8_full": {"weights": "int8", "activations": "int8",
+                  "io": "float32 input, float32/int32/bool outputs (quantised inside)"},
 }
 
 
@@ -43,13 +63,23 @@ def check_variants(variants):
     return tuple(v for v in VARIANTS if v in variants)
 
 
+def int8_ue_floor(num_outputs):
+    """The smallest UE an int8 softmax over `num_outputs` classes can give.
+
+    Its outputs are multiples of 1/256 below 1, so a confident image gets at
+    best p = (255/256, 1/256, 0, ...): UE = K/(K-1) * (1 - sum p^2).
+    """
+    k = float(num_outputs)
+    return k / (k - 1.0) * (1.0 - (255 / 256) ** 2 - (1 / 256) ** 2)
+
+
 def convert(saved_model_dir, variant, representative_images=None):
     """The .tflite bytes of the `serving_default` signature of `saved_model_dir`.
 
     Args:
         saved_model_dir: a SavedModel folder (a version folder of an export).
-        variant: `float32`, `float16` or `int8`.
-        representative_images: int8 only: float32 pixels in [0, 255],
+        variant: `float32`, `float16`, `int8` or `int8_full`.
+        representative_images: int8 variants only: float32 pixels in [0, 255],
             `[N, H, W, C]` (a few hundred in-distribution training images).
 
     Raises:
@@ -68,10 +98,10 @@ def convert(saved_model_dir, variant, representative_images=None):
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif variant == "int8":
+    elif variant in INT8_VARIANTS:
         if representative_images is None or len(representative_images) == 0:
-            raise ValueError("The int8 variant needs representative images to calibrate its "
-                             "ranges. Received: representative_images=None")
+            raise ValueError(f"The {variant} variant needs representative images to calibrate "
+                             "its ranges. Received: representative_images=None")
         images = representative_images
 
         def representative_dataset():
@@ -80,8 +110,22 @@ def convert(saved_model_dir, variant, representative_images=None):
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
+        if variant == "int8":
+            # Int8 kernels where they exist, float32 for the denylisted head operators.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+            options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_ops=list(FLOAT_HEAD_OPS))
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=representative_dataset,
+                debug_options=options)
+            return _builtin_only(debugger.get_nondebug_quantized_model(), variant)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    model_bytes = converter.convert()
+    return _builtin_only(converter.convert(), variant)
+
+
+def _builtin_only(model_bytes, variant):
+    """`model_bytes`, or a ValueError if the model needs an operator outside the builtins."""
     custom = [op for op in operators(model_bytes) if op.startswith("CUSTOM:")]
     if custom:
         raise ValueError(f"The {variant} TFLite model needs operators outside the TFLite "
