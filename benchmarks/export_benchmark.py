@@ -124,21 +124,9 @@ def main():
             >= INT8_DECISION_AGREEMENT,
         }
 
-        backbone = tf.function(lambda x: classifier(x, training=False))
-        latency = {}
-        for batch in (1, 256):
-            pixels = id_images[:batch]
-            scaled = tf.constant(pixels / 255.0)
-            raw = tf.constant(pixels)
-            signature = saved._runner
-            calls = {
-                "keras_backbone": lambda: backbone(scaled).numpy(),
-                "savedmodel": lambda: {k: v.numpy() for k, v in signature(images=raw).items()},
-            }
-            for variant, entry in variants.items():
-                calls[f"tflite_{variant}"] = (lambda m: lambda: m.predict(pixels))(entry["model"])
-            latency[batch] = _time_alternating(calls, max(args.repeats // (10 if batch > 1 else 1),
-                                                          10), batch)
+        latency = latency_per_image(classifier, saved,
+                                    {v: e["model"] for v, e in variants.items()}, id_images,
+                                    args.repeats)
         ratios = {batch: latency[batch]["savedmodel"] / latency[batch]["keras_backbone"]
                   for batch in latency}
         checks["savedmodel_vs_backbone_<1.1"] = all(r < LATENCY_RATIO_LIMIT
@@ -177,6 +165,32 @@ def main():
     with open(output, "w") as f:
         json.dump(report, f, indent=2)
     print(f"wrote {output}")
+
+
+def latency_per_image(classifier, saved, tflite_models, images, repeats, batches=(1, 256)):
+    """{batch: {model: median ms per image}} of the bare Keras classifier (a tf.function on
+    pixels in [0, 1], logits only), the SavedModel's serving_default signature (pixels in
+    [0, 255], every output) and each TFLite model ({variant: ExportedModel}), timed
+    alternately (`_time_alternating`) on the first `batch` of `images` (float32 in [0, 255]);
+    --repeats rounds at batch 1, a tenth (at least 10) at larger batches."""
+    import tensorflow as tf
+
+    backbone = tf.function(lambda x: classifier(x, training=False))
+    latency = {}
+    for batch in batches:
+        pixels = images[:batch]
+        scaled = tf.constant(pixels / 255.0)
+        raw = tf.constant(pixels)
+        signature = saved._runner
+        calls = {
+            "keras_backbone": lambda: backbone(scaled).numpy(),
+            "savedmodel": lambda: {k: v.numpy() for k, v in signature(images=raw).items()},
+        }
+        for variant, model in tflite_models.items():
+            calls[f"tflite_{variant}"] = (lambda m: lambda: m.predict(pixels))(model)
+        latency[batch] = _time_alternating(calls, max(repeats // (10 if batch > 1 else 1), 10),
+                                           batch)
+    return latency
 
 
 def _pixels(images):

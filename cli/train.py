@@ -1,5 +1,5 @@
-"""`keras-tie train`: train a TIE, static-garbage or plain classifier, an approximate-mass
-flow, or an SR-OOD repair network, into a run folder."""
+"""`keras-tie train`: train a TIE, static-garbage, CVAE-outlier or plain classifier, an
+approximate-mass flow, or an SR-OOD repair network, into a run folder."""
 
 import datetime
 import os
@@ -12,12 +12,14 @@ import click
               "Defaults to the preset's, else 'digits'.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="A TOML config. Default: configs/DATASET.toml (configs/flow_DATASET.toml with "
-              "--method flow, configs/repair_DATASET.toml with --method repair) when it exists.")
-@click.option("--method", type=click.Choice(["tie", "static", "plain", "flow", "repair"]),
+              "--method flow, configs/repair_DATASET.toml with --method repair, configs/cvae_DATASET.toml "
+              "with --method cvae) when it exists.")
+@click.option("--method", type=click.Choice(["tie", "static", "plain", "flow", "repair", "cvae"]),
               help="tie: Training-Inversion-Exclusion; static: garbage class of static "
               "noise (the paper's 'No TIE'); plain: n-class classifier; flow: RealNVP with "
               "the approximate-mass penalty (preset configs/flow_DATASET.toml); repair: "
-              "SR-OOD repair network (preset configs/repair_DATASET.toml).")
+              "SR-OOD repair network (preset configs/repair_DATASET.toml); cvae: (n+1)-class "
+              "classifier on CVAE Type I/II outliers (preset configs/cvae_DATASET.toml).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (preset: 20).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
 @click.option("--seed", type=int, help="Random seed.")
@@ -35,8 +37,16 @@ import click
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set tie.alpha=0.2 (repeatable).")
 @click.option("--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi_worker"]),
+              default="default", show_default=True,
+              help="tf.distribute strategy. mirrored: one replica per GPU of this machine (per "
+              "logical CPU device without GPUs); multi_worker: several machines, described by "
+              "TF_CONFIG (README, 'Several machines'). --batch-size is the global batch.")
+@click.option("--cpu-devices", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Split the CPU into this many logical devices first (0: no split), so "
+              "--strategy mirrored can run on a machine without GPUs (for tests).")
 def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_dir, output,
-          resume, alpha, overrides, quiet):
+          resume, alpha, overrides, quiet, strategy, cpu_devices):
     """Train a classifier that knows what it doesn't know.
 
     \b
@@ -46,6 +56,8 @@ def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_di
       keras-tie train --output runs/mnist_tie --resume
       keras-tie train --dataset fashion_mnist --method flow --alpha 0
       keras-tie train --dataset cifar10 --method repair --set repair.perceptual=runs/cifar10_plain
+      keras-tie train --dataset mnist --method cvae
+      keras-tie train --dataset mnist --strategy mirrored --batch-size 256
     """
     from keras_tie.config import Config, ConfigError, parse_override
 
@@ -74,13 +86,28 @@ def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_di
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         output = os.path.join("runs", f"{config.dataset}_{config.method}_{stamp}")
 
+    if cpu_devices and strategy != "mirrored":
+        raise click.UsageError(f"--cpu-devices splits the CPU for --strategy mirrored. Received: "
+                               f"--strategy {strategy} --cpu-devices {cpu_devices}.")
+    from keras_tie.training.distribute import StrategyError, make_strategy
+    from keras_tie.training.distribute import is_chief as distribution_is_chief
+
+    try:  # before any TensorFlow op: a CPU split and MultiWorkerMirroredStrategy need that
+        distribution = make_strategy(strategy, cpu_devices)
+    except StrategyError as error:
+        raise click.UsageError(str(error)) from error
+
     from keras_tie.data import DatasetError
     from keras_tie.training.runner import train as run_training
 
     try:
-        result = run_training(config, output, resume=resume, verbose=2 if quiet else "auto")
+        result = run_training(config, output, resume=resume, verbose=2 if quiet else "auto",
+                              strategy=distribution)
     except (DatasetError, ConfigError, FileExistsError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
+    if not distribution_is_chief(distribution):
+        click.echo(f"Worker done; the chief wrote the run folder {output}.")
+        return
     click.echo(f"Run folder: {result.run_dir}")
     for key, value in result.test_metrics.items():
         click.echo(f"  test {key}: {value:.4f}" if isinstance(value, float)
@@ -90,8 +117,9 @@ def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_di
 
 
 def _preset(dataset, method):
-    """configs/DATASET.toml, or configs/METHOD_DATASET.toml for --method flow or repair (None
-    if absent: then the defaults apply)."""
+    """configs/DATASET.toml, or configs/METHOD_DATASET.toml for --method flow, repair or cvae
+    (None if absent: then the defaults apply)."""
     from keras_tie.config import preset_path
 
-    return preset_path(f"{method}_{dataset}" if method in ("flow", "repair") else dataset)
+    return preset_path(f"{method}_{dataset}" if method in ("flow", "repair", "cvae")
+                       else dataset)

@@ -36,17 +36,18 @@ PIXEL_LEVELS = 256  # 8-bit images
 SCORE_BATCH_SIZE = 128
 
 
-def dequantize(x, rng):
+def dequantize(x, rng=None, noise=None):
     """Uniform dequantisation (Dinh et al., 2017; Theis et al., 2016): (255 x + u) / 256.
 
     Args:
         x: float pixels k / 255 in [0, 1], `[B, H, W, C]`.
         rng: a `tf.random.Generator`; u ~ U[0, 1) per pixel.
+        noise: u itself (shape of x), instead of `rng`.
 
     Returns:
         Points of [0, 1): each pixel uniform in its 1/256-wide bin.
     """
-    u = rng.uniform(tf.shape(x), dtype=x.dtype)
+    u = noise if noise is not None else rng.uniform(tf.shape(x), dtype=x.dtype)
     return (x * (PIXEL_LEVELS - 1) + u) / PIXEL_LEVELS
 
 

@@ -15,7 +15,7 @@ import os
 import tomllib
 import typing
 
-METHODS = ("tie", "static", "plain", "flow", "repair")
+METHODS = ("tie", "static", "plain", "flow", "repair", "cvae")
 DIVERSITY = ("batch", "class")
 AUGMENTATIONS = ("none", "flip")
 BACKBONES = ("auto", "conv3", "conv5", "resnet")
@@ -91,6 +91,13 @@ class TIEConfig:
             every class, garbage included, weighs the same in the loss). Below
             1 the classifier needs more evidence before it calls an image
             garbage: a weight w shifts the garbage logit by about log(w).
+        cvae_run: a finished `cvae` run folder of the same dataset (its
+            cvae.keras): the pool starts with `initial_pool_size` CVAE outliers
+            (half Type I, half Type II) instead of Gaussian noise (""= none;
+            docs/cvae.md). Methods tie and static.
+        cvae_per_epoch: CVAE outliers (half Type I, half Type II) added to the
+            pool after every epoch, next to the inverted samples (0 = seed
+            only; needs `cvae_run`).
     """
 
     alpha: float = 0.1
@@ -107,6 +114,8 @@ class TIEConfig:
     initial_pool_size: int = 6_000
     threshold_samples: int = 0
     garbage_weight: float = 1.0
+    cvae_run: str = ""
+    cvae_per_epoch: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +177,10 @@ class RepairConfig:
             and 0.8); the perceptual term needs `perceptual`.
         width, depth, skips: the repair U-Net: channels of its first level,
             number of 2x downsamplings, encoder-decoder skip connections.
-        learning_rate: Adam learning rate.
+        learning_rate: Adam learning rate. 3e-4: at 1e-3 the U-Net of the
+            reconstruction variant collapsed to a black output (all ReLUs of
+            the last block dead, sigmoid at 0) within 20 steps for seed 0 on
+            Fashion-MNIST, and never recovered.
         perceptual: the perception network: a classifier run folder (its
             model.keras) or a .keras file; "" = none: train and score with
             L2 only.
@@ -191,10 +203,54 @@ class RepairConfig:
     width: int = 32
     depth: int = 2
     skips: bool = True
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     perceptual: str = ""
     layers: tuple[str, ...] = ()
     preview_ood: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class CVAEConfig:
+    """CVAE outlier generation and the (n+1)-class classifier (method `cvae`;
+    002_50acf6af2ae3a4e5.txt, docs/cvae.md).
+
+    Args:
+        latent_dim: d, the CVAE's latent size (paper, section 4: 8 for MNIST,
+            10 for Fashion-MNIST; the presets set it).
+        width: channels of the CVAE's first convolution (the second has twice).
+        hidden_units: units of the dense layer of encoder and decoder.
+        vae_epochs: epochs of the CVAE, trained before the classifier (whose
+            epochs are the top-level `epochs`).
+        learning_rate: Adam learning rate of the CVAE.
+        beta_min, beta_max: the Type I step beta ~ U[beta_min, beta_max]
+            (paper, section 3.1: [0.1, 1]).
+        coverage: share of each class's latent codes inside its Type II
+            ellipsoid (paper, section 3.2: 0.95).
+        type1_per_epoch, type2_per_epoch: outliers of each type regenerated
+            before every classifier epoch (the whole extra class is replaced).
+        ood_per_batch: outliers added to each classifier batch (0 = as many
+            as the batch has ID images).
+        ood_weight: loss weight of the OOD class, the ID classes weighing 1
+            (paper, section 4.3: 0.1).
+        jacobian_batch: training images per Type I Jacobian pass.
+        clip_type1: clip Type I samples to [0, 1] (default false: the paper's
+            x + beta v is a point of R^D).
+    """
+
+    latent_dim: int = 8
+    width: int = 32
+    hidden_units: int = 256
+    vae_epochs: int = 10
+    learning_rate: float = 1e-3
+    beta_min: float = 0.1  # 002_50acf6af2ae3a4e5.txt, section 3.1
+    beta_max: float = 1.0
+    coverage: float = 0.95  # ... section 3.2
+    type1_per_epoch: int = 10_000
+    type2_per_epoch: int = 10_000
+    ood_per_batch: int = 0
+    ood_weight: float = 0.1  # ... section 4.3
+    jacobian_batch: int = 512
+    clip_type1: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +264,9 @@ class Config:
             ablation), `plain` (ordinary n-class classifier) or `flow` (a
             RealNVP density model with the approximate-mass penalty; section
             `flow`); `repair` (SR-OOD: a repair network scored by the
-            distance between an image and its repair; section `repair`).
+            distance between an image and its repair; section `repair`);
+            `cvae` (an (n+1)-class classifier whose extra class is Type I and
+            Type II outliers of a CVAE; section `cvae`).
         epochs, batch_size, seed: as usual.
         limit: train on a deterministic subset of this many images (0 = all).
         validation_split: share of the training set held out for validation
@@ -235,6 +293,7 @@ class Config:
     tie: TIEConfig = dataclasses.field(default_factory=TIEConfig)
     flow: FlowConfig = dataclasses.field(default_factory=FlowConfig)
     repair: RepairConfig = dataclasses.field(default_factory=RepairConfig)
+    cvae: CVAEConfig = dataclasses.field(default_factory=CVAEConfig)
 
     def __post_init__(self):
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
@@ -269,8 +328,13 @@ class Config:
             _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "an integer >= 0")
         _check(t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
                t.initial_pool_size, f"<= tie.pool_capacity ({t.pool_capacity})")
+        _check(t.cvae_per_epoch >= 0, "tie.cvae_per_epoch", t.cvae_per_epoch,
+               "an integer >= 0")
+        _check(t.cvae_per_epoch == 0 or t.cvae_run, "tie.cvae_per_epoch", t.cvae_per_epoch,
+               "0 when tie.cvae_run is empty (set tie.cvae_run to a cvae run folder)")
         _check_flow(self.flow)
         _check_repair(self.repair)
+        _check_cvae(self.cvae)
 
     # -- construction ---------------------------------------------------------
 
@@ -334,7 +398,8 @@ class Config:
 
 
 # Sections are dataclasses too; give them the same constructor.
-for _section in (ModelConfig, OptimizerConfig, TIEConfig, FlowConfig, RepairConfig):
+for _section in (ModelConfig, OptimizerConfig, TIEConfig, FlowConfig, RepairConfig,
+                 CVAEConfig):
     _section.from_dict = classmethod(Config.from_dict.__func__)
 
 
@@ -413,6 +478,21 @@ def _check_repair(r):
     for key in ("width", "depth", "selection_images"):
         _check(getattr(r, key) >= 1, f"repair.{key}", getattr(r, key), "an integer >= 1")
     _check(r.learning_rate > 0, "repair.learning_rate", r.learning_rate, "a positive number")
+
+
+def _check_cvae(c):
+    for key in ("latent_dim", "width", "hidden_units", "vae_epochs", "jacobian_batch"):
+        _check(getattr(c, key) >= 1, f"cvae.{key}", getattr(c, key), "an integer >= 1")
+    for key in ("type1_per_epoch", "type2_per_epoch", "ood_per_batch"):
+        _check(getattr(c, key) >= 0, f"cvae.{key}", getattr(c, key), "an integer >= 0")
+    _check(c.type1_per_epoch + c.type2_per_epoch >= 1, "cvae.type1_per_epoch",
+           c.type1_per_epoch, ">= 1 when cvae.type2_per_epoch is 0")
+    _check(c.learning_rate > 0, "cvae.learning_rate", c.learning_rate, "a positive number")
+    _check(c.beta_min >= 0, "cvae.beta_min", c.beta_min, "a number >= 0")
+    _check(c.beta_max >= c.beta_min, "cvae.beta_max", c.beta_max,
+           f">= cvae.beta_min ({c.beta_min})")
+    _check(0.0 < c.coverage <= 1.0, "cvae.coverage", c.coverage, "a number in (0, 1]")
+    _check(c.ood_weight > 0, "cvae.ood_weight", c.ood_weight, "a number > 0")
 
 
 def _coerce(name, value, kind):

@@ -74,9 +74,14 @@ def mean_pairwise_cosine(features, groups=None):
 
 def weighted_cross_entropy(labels, logits, class_weights):
     """Mean over the batch of class_weights[y] * CE(y, logits) (Keras' class_weight rule)."""
+    return tf.reduce_mean(weighted_cross_entropies(labels, logits, class_weights))
+
+
+def weighted_cross_entropies(labels, logits, class_weights):
+    """class_weights[y] * CE(y, logits) per example, `[B]` (the terms of `weighted_cross_entropy`,
+    for a mean taken over a global batch split between replicas)."""
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    weights = tf.gather(class_weights, labels)
-    return tf.reduce_mean(weights * ce)
+    return tf.gather(class_weights, labels) * ce
 
 
 def balanced_class_weights(counts):

@@ -86,8 +86,14 @@ class ErosionSet:
         return self.names.index(name)
 
     def sample(self, rng, batch_size):
-        """One uniformly drawn operator index per image, `[batch_size]` int32."""
-        return rng.uniform([batch_size], 0, len(self.specs), dtype=tf.int32)
+        """One uniformly drawn operator index per image, `[batch_size]` int32.
+
+        `rng` is a `tf.random.Generator`, or a stateless seed (int tensor of
+        shape [2]): the same seed draws the same operators.
+        """
+        if isinstance(rng, tf.random.Generator):
+            return rng.uniform([batch_size], 0, len(self.specs), dtype=tf.int32)
+        return tf.random.stateless_uniform([batch_size], rng, 0, len(self.specs), dtype=tf.int32)
 
     def apply(self, x, index):
         """Erodes a batch `[B, H, W, C]` of pixels in [0, 1].

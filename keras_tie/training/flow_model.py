@@ -21,6 +21,7 @@ from keras_tie.approximate_mass import (
     log_prob_and_mass,
     nll_nats,
 )
+from keras_tie.training import distribute
 
 PAPER_ALPHA = 2.0  # 004_f7d5548531a0fef9.txt, section 4.1: "alpha = 2 yields the best results"
 
@@ -44,6 +45,13 @@ class FlowModel(keras.Model):
     and `mass` (mean approximate mass of the batch). `test_step` reports the
     same on dequantised images.
 
+    The training noise u is drawn from a stateless seed keyed by the optimizer
+    step, for the global batch; under a tf.distribute strategy each replica
+    takes its rows, and its loss is its share of the global-batch mean
+    (keras_tie/training/distribute.py), so the summed gradients are those of
+    one device. The mass is per image, so the nested tape needs no exchange
+    between replicas.
+
     The flow is saved on its own (`RealNVP` is a registered Keras model), as
     TIE saves its classifier; this wrapper holds what only training needs.
 
@@ -51,8 +59,9 @@ class FlowModel(keras.Model):
         flow: a `RealNVP` (or any Keras model `x -> log p(x)` with
             `image_shape`).
         alpha: weight of the approximate-mass penalty (paper: 2; 0 = vanilla).
-        seed: seed of the dequantisation noise (an in-graph
-            `tf.random.Generator`, checkpointed with the run).
+        seed: seed of the dequantisation noise (stateless, keyed by the
+            optimizer step, in training; an in-graph `tf.random.Generator`,
+            checkpointed with the run, in `test_step`).
 
     Example:
 
@@ -74,11 +83,13 @@ class FlowModel(keras.Model):
         self.flow = flow
         self.alpha = float(alpha)
         self.dimensions = math.prod(flow.image_shape)
+        self.seed = int(seed)
         self.rng = tf.random.Generator.from_seed(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.bpd_tracker = keras.metrics.Mean(name="bits_per_dim")
         self.mass_tracker = keras.metrics.Mean(name="mass")
+        self.built = True  # the flow is built (see distribute.skip_symbolic_build)
 
     @property
     def metrics(self):
@@ -87,14 +98,19 @@ class FlowModel(keras.Model):
     def call(self, inputs, training=False):
         return self.flow(inputs, training=training)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not distribute.skip_symbolic_build(self):  # see distribute.skip_symbolic_build
+            super()._maybe_symbolic_build(iterator, data_batch)
+
     def train_step(self, data):
-        x = dequantize(_images(data), self.rng)
+        images = tf.convert_to_tensor(_images(data), tf.float32)
+        x = dequantize(images, noise=self.training_noise(images))
         variables = self.flow.trainable_variables
         if self.alpha > 0:
             with tf.GradientTape() as tape:
                 log_prob, mass = log_prob_and_mass(self.flow, x, training=True)
-                nll = tf.reduce_mean(nll_nats(log_prob, self.dimensions))
-                penalty = tf.reduce_mean(mass)
+                nll = distribute.global_mean(nll_nats(log_prob, self.dimensions))
+                penalty = distribute.global_mean(mass)
                 loss = nll + self.alpha * penalty
             gradients = tape.gradient(loss, variables)
         else:
@@ -103,28 +119,40 @@ class FlowModel(keras.Model):
                 log_prob = self.flow(x, training=True)
                 total = tf.reduce_sum(log_prob)
             # d total / dx: each image's own input gradient; d total / dw: the
-            # weight gradient of -B * loss, since nll = -log p + constant.
+            # weight gradient of -B * loss, since nll = -log p + constant (B
+            # the global batch: this replica's share of the gradient).
             input_gradient, *total_gradients = tape.gradient(total, [x, *variables])
-            batch = tf.cast(tf.shape(x)[0], tf.float32)
+            batch = distribute.global_count(tf.shape(x)[0])
             gradients = [-g / batch for g in total_gradients]
             mass = gradient_norm(input_gradient)
-            nll = tf.reduce_mean(nll_nats(log_prob, self.dimensions))
+            nll = distribute.global_mean(nll_nats(log_prob, self.dimensions))
             loss = nll
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(loss, nll, mass)
 
+    def training_noise(self, images):
+        """u ~ U[0, 1) for this replica's `images`: its rows of the global batch's draw, seeded by
+        (seed, optimizer step)."""
+        rows = distribute.global_count(tf.shape(images)[0], tf.int32)
+        shape = tf.concat([[rows], tf.shape(images)[1:]], axis=0)
+        seed = distribute.step_seed(self.seed, self.optimizer.iterations, 0)
+        return distribute.replica_rows(tf.random.stateless_uniform(shape, seed,
+                                                                   dtype=images.dtype))
+
     def test_step(self, data):
         x = dequantize(_images(data), self.rng)
         log_prob, mass = log_prob_and_mass(self.flow, x)
-        nll = tf.reduce_mean(nll_nats(log_prob, self.dimensions))
-        return self._update_metrics(nll + self.alpha * tf.reduce_mean(mass), nll, mass)
+        nll = distribute.global_mean(nll_nats(log_prob, self.dimensions))
+        return self._update_metrics(nll + self.alpha * distribute.global_mean(mass), nll, mass)
 
     def _update_metrics(self, loss, nll, mass):
+        """Trackers get global-batch values (`loss`, `nll` are this replica's shares)."""
+        loss, nll = distribute.all_replicas_sum(loss), distribute.all_replicas_sum(nll)
         self.loss_tracker.update_state(loss)
         self.nll_tracker.update_state(nll)
         self.bpd_tracker.update_state(bits_per_dim(nll, self.dimensions))
         self.mass_tracker.update_state(mass)
-        return {m.name: m.result() for m in self.metrics}
+        return distribute.step_logs(self.metrics)
 
 
 def _images(data):

@@ -31,6 +31,7 @@ import keras_tie
 from keras_tie._io import write_json
 from keras_tie.config import ConfigError
 from keras_tie.models.realnvp import RealNVP
+from keras_tie.training import distribute
 from keras_tie.training.callbacks import EpochTimer
 from keras_tie.training.checkpoint import latest_checkpoint, restore_checkpoint
 from keras_tie.training.flow_model import FlowModel
@@ -108,6 +109,7 @@ def train_flow(config, run_dir, resume=False, verbose="auto", callbacks=()):
         "validation": {"fraction": config.validation_split, "seed": config.seed,
                        "rule": "keras_tie.training.runner.validation_split_indices"},
         "steps_per_epoch": steps_per_epoch,
+        "distribute": distribute.describe(),
         "status": "running",
     }
     write_json(run_file, run_info)

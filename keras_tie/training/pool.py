@@ -3,7 +3,9 @@
 The pool lives in a fixed-capacity tf.Variable so that `train_step` draws its
 garbage samples in-graph, without rebuilding the input pipeline when the pool
 changes. Images are stored as 8-bit pixels, like the real data (a 60,000-image
-pool of 28x28 images is 47 MB rather than 188 MB in float32).
+pool of 28x28 images is 47 MB rather than 188 MB in float32), packed four to an
+int32 word: MultiWorkerMirroredStrategy broadcasts every variable's initial
+value with collectives that take int32 but not uint8.
 
 It starts as Gaussian noise in the classifier's standardised input space
 (pixel = clip(mean + std * N(0, 1), 0, 1) per channel), the paper's
@@ -28,8 +30,9 @@ class GarbagePool:
     def __init__(self, image_shape, capacity):
         self.image_shape = tuple(int(d) for d in image_shape)
         self.capacity = int(capacity)
-        self.images = tf.Variable(tf.zeros((self.capacity, *self.image_shape), tf.uint8),
-                                  trainable=False, name="garbage_pool")
+        self.pixels = int(np.prod(self.image_shape))
+        self.words = tf.Variable(tf.zeros((self.capacity, -(-self.pixels // 4)), tf.int32),
+                                 trainable=False, name="garbage_pool")
         self.size = tf.Variable(0, dtype=tf.int32, trainable=False, name="garbage_pool_size")
 
     def __len__(self):
@@ -47,8 +50,9 @@ class GarbagePool:
         if len(images) > self.capacity:
             raise ValueError(f"{len(images)} images do not fit a pool of capacity "
                              f"{self.capacity}.")
-        self.images[: len(images)].assign(images)
-        self.size.assign(len(images))
+        content = np.zeros((self.capacity, *self.image_shape), np.uint8)
+        content[: len(images)] = images
+        self._write(content, len(images))
 
     def add(self, images, rng):
         """Adds images, retiring uniformly chosen old ones once full.
@@ -63,26 +67,54 @@ class GarbagePool:
         size = len(self)
         free = self.capacity - size
         head, tail = images[:free], images[free:]
-        if len(head):
-            self.images[size: size + len(head)].assign(head)
-            self.size.assign(size + len(head))
+        content = self._read(self.capacity)
+        content[size: size + len(head)] = head
         # Only images that were in the pool before this call are retired, so
         # none of the new ones displaces another new one.
         tail = tail[:size]
         if len(tail):
             slots = rng.choice(size, size=len(tail), replace=False)
-            self.images.scatter_nd_update(slots[:, None].astype(np.int64), tail)
+            content[slots] = tail
+        self._write(content, size + len(head))
         return len(tail)
 
-    def sample(self, count, generator):
-        """Draws `count` images uniformly with replacement, as float32 in [0, 1] (graph-safe)."""
-        index = generator.uniform([count], minval=0, maxval=tf.maximum(self.size, 1),
-                                  dtype=tf.int32)
-        return tf.cast(tf.gather(self.images, index), tf.float32) / 255.0
+    def _write(self, content, size):
+        # Whole-variable assigns, once per epoch: under a tf.distribute
+        # strategy the pool is a mirrored variable (one copy per device, so
+        # train_step gathers locally), and those take `assign` but not sliced
+        # or scatter updates. A pool of 50,000 CIFAR images is 150 MB.
+        flat = np.zeros((self.capacity, self.words.shape[1] * 4), np.uint8)
+        flat[:, : self.pixels] = content.reshape(self.capacity, -1)
+        self.words.assign(flat.view(np.int32))  # native byte order, as tf.bitcast reads it
+        self.size.assign(size)
+
+    def _read(self, count):
+        """The first `count` stored images, uint8 [count, H, W, C]."""
+        flat = self.words[:count].numpy().view(np.uint8)[:, : self.pixels]
+        return flat.reshape(count, *self.image_shape).copy()
+
+    def sample(self, count, rng):
+        """Draws `count` images uniformly with replacement, as float32 in [0, 1] (graph-safe).
+
+        Args:
+            count: number of images.
+            rng: a `tf.random.Generator`, or a stateless seed (int tensor of
+                shape [2]): the same seed draws the same images.
+        """
+        maxval = tf.maximum(self.size, 1)
+        if isinstance(rng, tf.random.Generator):
+            index = rng.uniform([count], minval=0, maxval=maxval, dtype=tf.int32)
+        else:
+            index = tf.random.stateless_uniform([count], rng, minval=0, maxval=maxval,
+                                                dtype=tf.int32)
+        words = tf.gather(self.words, index)
+        pixels = tf.reshape(tf.bitcast(words, tf.uint8), [count, -1])[:, : self.pixels]
+        images = tf.reshape(pixels, [count, *self.image_shape])
+        return tf.cast(images, tf.float32) / 255.0
 
     def numpy(self):
         """The stored images as a uint8 array of shape [size, H, W, C]."""
-        return self.images[: len(self)].numpy()
+        return self._read(len(self))
 
 
 def to_uint8(images):

@@ -21,6 +21,7 @@ import tensorflow as tf
 from keras_tie.repair.distance import DISTANCES, l2_distance
 from keras_tie.repair.erosion import ErosionSet
 from keras_tie.repair.perceptual import PerceptualDistance
+from keras_tie.training import distribute
 
 PAPER_LAMBDA_L2 = 1.0  # 003_f548187660c0ce3b.txt, section IV-C: lambda_1 = 1
 PAPER_LAMBDA_PERCEPTUAL = 0.8  # ... and lambda_2 = 0.8
@@ -36,6 +37,11 @@ class RepairModel(keras.Model):
     network is frozen). `test_step` reports the same losses with the
     operators assigned in turn (image i gets operator i mod m), so a
     validation loss is deterministic. Metrics: `loss`, `l2`, `perceptual`.
+    The training operators are drawn from a stateless seed keyed by the
+    optimizer step, for the global batch; under a tf.distribute strategy each
+    replica takes its rows and its loss is its share of the global-batch mean
+    (keras_tie/training/distribute.py), so the summed gradients are those of
+    one device.
 
     `call(x)` returns the repair R(T*(x)) with the test operator;
     `repair_distance(x)` the OOD score.
@@ -50,8 +56,8 @@ class RepairModel(keras.Model):
         test_operator: T*, the operator of `call` and of the score; default
             the first of `operators`, until `keras_tie.repair.selection`
             chooses one.
-        seed: seed of the operator draws (an in-graph `tf.random.Generator`,
-            checkpointed with the run).
+        seed: seed of the operator draws (stateless, keyed by the optimizer
+            step).
 
     Example:
 
@@ -171,9 +177,15 @@ class RepairModel(keras.Model):
 
     # -- training -------------------------------------------------------------
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not distribute.skip_symbolic_build(self):  # see distribute.skip_symbolic_build
+            super()._maybe_symbolic_build(iterator, data_batch)
+
     def train_step(self, data):
         x = tf.convert_to_tensor(_images(data), tf.float32)
-        eroded = self.erosions.apply(x, self.erosions.sample(self.rng, tf.shape(x)[0]))
+        seed = distribute.step_seed(self.seed, self.optimizer.iterations, 0)
+        operators = self.erosions.sample(seed, distribute.global_count(tf.shape(x)[0], tf.int32))
+        eroded = self.erosions.apply(x, distribute.replica_rows(operators))
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             repaired = self.network(eroded, training=True)
@@ -188,16 +200,17 @@ class RepairModel(keras.Model):
         return self._update_metrics(*self._repair_losses(x, repaired))
 
     def _repair_losses(self, x, repaired):
-        l2 = tf.reduce_mean(l2_distance(x, repaired))
-        perceptual = (tf.reduce_mean(self.perceptual(x, repaired))
+        """(loss, l2, perceptual): this replica's shares of the global-batch means."""
+        l2 = distribute.global_mean(l2_distance(x, repaired))
+        perceptual = (distribute.global_mean(self.perceptual(x, repaired))
                       if self.perceptual is not None else tf.zeros([]))
         return self.lambda_l2 * l2 + self.lambda_perceptual * perceptual, l2, perceptual
 
     def _update_metrics(self, loss, l2, perceptual):
-        self.loss_tracker.update_state(loss)
-        self.l2_tracker.update_state(l2)
-        self.perceptual_tracker.update_state(perceptual)
-        return {m.name: m.result() for m in self.metrics}
+        self.loss_tracker.update_state(distribute.all_replicas_sum(loss))
+        self.l2_tracker.update_state(distribute.all_replicas_sum(l2))
+        self.perceptual_tracker.update_state(distribute.all_replicas_sum(perceptual))
+        return distribute.step_logs(self.metrics)
 
     def _erosion(self, operator):
         """(ErosionSet, index) of an operator, in the training set or a one-off set."""

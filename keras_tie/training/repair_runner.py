@@ -38,6 +38,7 @@ from keras_tie.models.repair_unet import build_repair_unet
 from keras_tie.repair.operators import variant_operators
 from keras_tie.repair.perceptual import PerceptualDistance, load_perception_network
 from keras_tie.repair.selection import score_images, select_operator, selection_ood_images
+from keras_tie.training import distribute
 from keras_tie.training.callbacks import EpochTimer, image_grid, write_png
 from keras_tie.training.checkpoint import latest_checkpoint, restore_checkpoint
 from keras_tie.training.repair_model import RepairModel
@@ -110,6 +111,7 @@ def train_repair(config, run_dir, resume=False, verbose="auto", callbacks=()):
         "validation": {"fraction": config.validation_split, "seed": config.seed,
                        "rule": "keras_tie.training.runner.validation_split_indices"},
         "steps_per_epoch": steps_per_epoch,
+        "distribute": distribute.describe(),
         "notes": notes,
         "status": "running",
     })

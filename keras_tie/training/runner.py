@@ -17,6 +17,8 @@ ablation), `plain` (the ordinary n-class classifier of the same backbone).
 `flow` (a RealNVP with the approximate-mass penalty) is run by
 flow_runner.py, into a folder of the same layout.
 `repair` (SR-OOD's repair network) is run by repair_runner.py, likewise.
+`cvae` (an (n+1)-class classifier whose extra class is CVAE outliers) is
+run by cvae_runner.py, into a folder of this layout plus cvae.keras.
 """
 
 import dataclasses
@@ -32,6 +34,7 @@ from keras_tie._io import read_json, write_json
 from keras_tie.config import Config, ConfigError
 from keras_tie.inference import predict_probabilities, two_level_decision
 from keras_tie.models import build_classifier, build_generator, resolve_backbone
+from keras_tie.training import distribute
 from keras_tie.training.callbacks import EpochTimer, InversionExclusion
 from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, restore_checkpoint
 from keras_tie.training.pool import GarbagePool
@@ -53,7 +56,7 @@ class RunResult:
     test_metrics: dict
 
 
-def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
+def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=None):
     """Trains `config` into `run_dir`.
 
     Args:
@@ -63,10 +66,23 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
             in run.json is used, except for `epochs`, which may be raised.
         verbose: passed to `fit` (progress bar by default).
         callbacks: extra Keras callbacks.
+        strategy: a `tf.distribute.Strategy` (`distribute.make_strategy`);
+            None: the current one. Everything is built inside its scope, and
+            `fit` splits each global batch of `batch_size` between its
+            replicas. On a non-chief worker of a multi-worker run the run is
+            written to a temporary folder, deleted at the end (Keras' and
+            TensorFlow's advice: every worker saves, only the chief's files
+            are kept).
 
     Returns:
         A `RunResult`.
     """
+    if strategy is not None and tf.distribute.get_strategy() is not strategy:
+        with strategy.scope():
+            if distribute.is_chief(strategy):
+                return train(config, run_dir, resume, verbose, callbacks, strategy)
+            return distribute.train_as_worker(train, config, run_dir, resume, callbacks,
+                                              strategy)
     run_file = os.path.join(run_dir, RUN_FILE)
     checkpoint = None
     if resume:
@@ -91,6 +107,10 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
         from keras_tie.training.repair_runner import train_repair
 
         return train_repair(config, run_dir, resume=resume, verbose=verbose, callbacks=callbacks)
+    if config.method == "cvae":  # CVAE outliers as the extra class: two phases, its own runner
+        from keras_tie.training.cvae_runner import train_cvae
+
+        return train_cvae(config, run_dir, resume=resume, verbose=verbose, callbacks=callbacks)
 
     train_set, images, labels, held_images, held_labels = load_training_data(config)
     info = train_set.info
@@ -106,6 +126,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
     classifier = build_classifier(info.image_shape, num_outputs, config.model.backbone,
                                   config.model.width, config.model.dense_units, mean, variance,
                                   config.model.bn_momentum)
+    distribute.synchronize_batch_norm(classifier)  # global-batch statistics on several replicas
     steps_per_epoch = len(images) // config.batch_size
     dataset = epoch_batches(images, labels, config.batch_size, config.seed,
                             checkpoint[1]["epoch"] if checkpoint else 0, config.epochs,
@@ -129,6 +150,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
         "validation": {"fraction": config.validation_split, "seed": config.seed,
                        "rule": "keras_tie.training.runner.validation_split_indices"},
         "steps_per_epoch": steps_per_epoch,
+        "distribute": distribute.describe(),
         "status": "running",
     }
     write_json(run_file, run_info)
@@ -140,6 +162,11 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
         pool = GarbagePool(info.image_shape, tie.pool_capacity)
         pool.fill_with_noise(tie.initial_pool_size, mean, np.sqrt(variance),
                              np.random.default_rng([config.seed, 0, 0]))
+        cvae_callbacks = []
+        if tie.cvae_run:  # CVAE outliers seed (and may top up) the pool: docs/cvae.md
+            from keras_tie.training.cvae_runner import tie_pool_callbacks
+
+            cvae_callbacks = tie_pool_callbacks(config, pool, images, labels, info.name)
         generator = None
         if config.method == "tie":
             generator = build_generator(info.image_shape, num_outputs, config.model.latent_dim,
@@ -186,6 +213,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=()):
     fit_callbacks = [EpochTimer()]
     if tie_callback is not None:
         fit_callbacks.insert(0, tie_callback)
+        fit_callbacks[1:1] = cvae_callbacks  # after the inversion, before the timer ends
     fit_callbacks += run_callbacks(run_dir, trackables, checkpoint_state, config, resume,
                                    callbacks, pool)
     if initial_epoch < config.epochs:
@@ -232,6 +260,7 @@ def load_training_data(config):
         raise ConfigError(
             f"The training set has {len(images)} images, fewer than one batch. "
             f"Received: batch_size={config.batch_size}. Lower --batch-size.")
+    distribute.check_batch_size(config.batch_size)
     return train_set, images, labels, held_images, held_labels
 
 
@@ -295,10 +324,15 @@ def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs, augme
             x = tf.where(flip, tf.reverse(x, axis=[2]), x)
         return x, tf.gather(labels_t, index)
 
+    # Multi-worker: every worker builds the same pipeline and keeps its part
+    # of each global batch (no files to shard by).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return (tf.data.Dataset.range(initial_epoch, max(epochs, initial_epoch))
             .flat_map(one_epoch)
             .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+            .prefetch(tf.data.AUTOTUNE)
+            .with_options(options))
 
 
 def evaluate_test(classifier, config, info, tau, with_garbage):
