@@ -79,6 +79,21 @@ def restore_checkpoint(directory, trackables, pool=None):
         pool.set(np.load(pool_file))
 
 
+def resume_from(checkpoint, trackables, pool=None):
+    """Restores `checkpoint` (a `latest_checkpoint` result, or None) into `trackables`.
+
+    Returns:
+        (initial_epoch, history, state): the epoch to continue from, the
+        per-epoch history saved with it (a list to append to), and its whole
+        JSON state; (0, [], {}) without a checkpoint.
+    """
+    if not checkpoint:
+        return 0, [], {}
+    directory, state = checkpoint
+    restore_checkpoint(directory, trackables, pool)
+    return state["epoch"], list(state.get("history", [])), state
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Checkpoints every `every` epochs and at the last one.
 

@@ -56,7 +56,7 @@ from keras_tie.training.callbacks import EpochTimer, image_grid, write_png
 from keras_tie.training.checkpoint import (
     RunCheckpoint,
     latest_checkpoint,
-    restore_checkpoint,
+    resume_from,
 )
 from keras_tie.training.outlier_pool import OutlierPool
 from keras_tie.training.precise_bn import recalibrate_batch_norm
@@ -150,12 +150,7 @@ def train_cvae(config, run_dir, resume=False, verbose="auto", callbacks=()):
                   "class_weights": model.class_weights}
 
     checkpoint = latest_checkpoint(run_dir) if resume else None
-    history, initial_epoch = [], 0
-    if checkpoint:
-        directory, state = checkpoint
-        restore_checkpoint(directory, trackables)
-        initial_epoch = state["epoch"]
-        history = state.get("history", [])
+    initial_epoch, history, _ = resume_from(checkpoint, trackables)
 
     def checkpoint_state(epoch, logs):
         history.append(dict(_plain(logs), epoch=epoch))
@@ -204,11 +199,7 @@ def train_manifold(config, run_dir, images, labels, num_classes, resume=False, v
     cvae.compile(keras.optimizers.Adam(c.learning_rate))
     cvae.optimizer.build(cvae.trainable_variables)
     trackables = {"cvae": cvae, "optimizer": cvae.optimizer}
-    history, initial_epoch = [], 0
-    if checkpoint:
-        directory, state = checkpoint
-        restore_checkpoint(directory, trackables)
-        initial_epoch, history = state["epoch"], state.get("history", [])
+    initial_epoch, history, _ = resume_from(checkpoint, trackables)
 
     def checkpoint_state(epoch, logs):
         history.append(dict(_plain(logs), epoch=epoch))

@@ -33,7 +33,7 @@ from keras_tie.config import ConfigError
 from keras_tie.models.realnvp import RealNVP
 from keras_tie.training import distribute
 from keras_tie.training.callbacks import EpochTimer
-from keras_tie.training.checkpoint import latest_checkpoint, restore_checkpoint
+from keras_tie.training.checkpoint import latest_checkpoint, resume_from
 from keras_tie.training.flow_model import FlowModel
 from keras_tie.training.mass_trace import MassTrace
 
@@ -114,13 +114,7 @@ def train_flow(config, run_dir, resume=False, verbose="auto", callbacks=()):
     }
     write_json(run_file, run_info)
 
-    history = []
-    initial_epoch = 0
-    if checkpoint:
-        directory, state = checkpoint
-        restore_checkpoint(directory, trackables)
-        initial_epoch = state["epoch"]
-        history = state.get("history", [])
+    initial_epoch, history, _ = resume_from(checkpoint, trackables)
 
     def checkpoint_state(epoch, logs):
         history.append(dict(_plain(logs), epoch=epoch))

@@ -40,7 +40,7 @@ from keras_tie.repair.perceptual import PerceptualDistance, load_perception_netw
 from keras_tie.repair.selection import score_images, select_operator, selection_ood_images
 from keras_tie.training import distribute
 from keras_tie.training.callbacks import EpochTimer, image_grid, write_png
-from keras_tie.training.checkpoint import latest_checkpoint, restore_checkpoint
+from keras_tie.training.checkpoint import latest_checkpoint, resume_from
 from keras_tie.training.repair_model import RepairModel
 from keras_tie.training.runner import (
     MODEL_FILE,
@@ -120,13 +120,7 @@ def train_repair(config, run_dir, resume=False, verbose="auto", callbacks=()):
         for note in notes:
             print(f"Note: {note}")
 
-    history = []
-    initial_epoch = 0
-    if checkpoint:
-        directory, state = checkpoint
-        restore_checkpoint(directory, trackables)
-        initial_epoch = state["epoch"]
-        history = state.get("history", [])
+    initial_epoch, history, _ = resume_from(checkpoint, trackables)
 
     def checkpoint_state(epoch, logs):
         history.append(dict(_plain(logs), epoch=epoch))

@@ -36,7 +36,7 @@ from keras_tie.inference import predict_probabilities, two_level_decision
 from keras_tie.models import build_classifier, build_generator, resolve_backbone
 from keras_tie.training import distribute
 from keras_tie.training.callbacks import EpochTimer, InversionExclusion
-from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, restore_checkpoint
+from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, resume_from
 from keras_tie.training.pool import GarbagePool
 from keras_tie.training.tie_model import TIEModel
 
@@ -195,15 +195,9 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
         model.optimizer.build(classifier.trainable_variables)
         trackables = {"classifier": classifier, "optimizer": model.optimizer}
 
-    history = []
-    initial_epoch = 0
-    if checkpoint:
-        directory, state = checkpoint
-        restore_checkpoint(directory, trackables, pool)
-        initial_epoch = state["epoch"]
-        history = state.get("history", [])
-        if tie_callback is not None:
-            tie_callback.tau = state.get("tau")
+    initial_epoch, history, state = resume_from(checkpoint, trackables, pool)
+    if tie_callback is not None and checkpoint:
+        tie_callback.tau = state.get("tau")
 
     def checkpoint_state(epoch, logs):
         history.append(dict(_plain(logs), epoch=epoch))
