@@ -46,7 +46,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import keras_tie
 from keras_tie._io import read_json, write_json
 from keras_tie.config import ConfigError
 from keras_tie.cvae.sampler import CVAE_FILE, OutlierSampler
@@ -70,6 +69,7 @@ from keras_tie.training.runner import (
     evaluate_test,
     load_training_data,
     run_callbacks,
+    run_record,
 )
 from keras_tie.training.tie_model import TIEModel
 
@@ -101,27 +101,12 @@ def train_cvae(config, run_dir, resume=False, verbose="auto", callbacks=()):
     steps_per_epoch = len(images) // config.batch_size
 
     run_info = read_json(run_file) if resume and os.path.isfile(run_file) else {}
-    run_info.update({
-        "keras_tie_version": keras_tie.__version__,
-        "config": config.to_dict(),
-        "method": "cvae",
-        "dataset": info.name,
-        "data_source": info.source,
-        "class_names": list(info.class_names),
-        "num_classes": num_classes,
-        "num_outputs": num_classes + 1,
-        "garbage_index": num_classes,
-        "image_shape": list(info.image_shape),
-        "input": "float32 pixels in [0, 1], shape [batch, H, W, C]",
-        "normalization": {"mean": mean.tolist(), "variance": variance.tolist()},
-        "backbone": resolve_backbone(config.model.backbone, info.image_shape),
-        "score": "garbage: softmax probability of the OOD class (index n), higher = more OOD",
-        "train_images": len(images),
-        "validation": {"fraction": config.validation_split, "seed": config.seed,
-                       "rule": "keras_tie.training.runner.validation_split_indices"},
-        "steps_per_epoch": steps_per_epoch,
-        "status": "running",
-    })
+    run_info.update(run_record(
+        config, info, len(images), steps_per_epoch,
+        num_classes=num_classes, num_outputs=num_classes + 1, garbage_index=num_classes,
+        normalization={"mean": mean.tolist(), "variance": variance.tolist()},
+        backbone=resolve_backbone(config.model.backbone, info.image_shape),
+        score="garbage: softmax probability of the OOD class (index n), higher = more OOD"))
     write_json(run_file, run_info)
 
     cvae, cvae_history = train_manifold(config, run_dir, images, labels, num_classes, resume,

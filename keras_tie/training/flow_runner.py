@@ -27,11 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import keras_tie
 from keras_tie._io import write_json
 from keras_tie.config import ConfigError
 from keras_tie.models.realnvp import RealNVP
-from keras_tie.training import distribute
 from keras_tie.training.callbacks import EpochTimer
 from keras_tie.training.checkpoint import latest_checkpoint, resume_from
 from keras_tie.training.flow_model import FlowModel
@@ -63,6 +61,7 @@ def train_flow(config, run_dir, resume=False, verbose="auto", callbacks=()):
         epoch_batches,
         load_training_data,
         run_callbacks,
+        run_record,
     )
 
     flow_config = config.flow
@@ -89,29 +88,13 @@ def train_flow(config, run_dir, resume=False, verbose="auto", callbacks=()):
                             config.augment)
 
     run_file = os.path.join(run_dir, RUN_FILE)
-    run_info = {
-        "keras_tie_version": keras_tie.__version__,
-        "config": config.to_dict(),
-        "method": config.method,
-        "dataset": info.name,
-        "data_source": info.source,
-        "class_names": list(info.class_names),
-        "num_classes": info.num_classes,
-        "num_outputs": None,
-        "garbage_index": None,
-        "image_shape": list(info.image_shape),
-        "input": "float32 pixels in [0, 1], shape [batch, H, W, C]; the model returns "
-                 "log p(x) in nats of x in [0, 1]^D (score at (255 x + 0.5) / 256)",
-        "flow": {"parameters": int(flow.count_params()), "alpha": flow_config.alpha,
-                 "scores": ["approximate_mass", "nll"],
-                 "trace_ood": trace_sets[1][0] if trace_sets else None},
-        "train_images": len(images),
-        "validation": {"fraction": config.validation_split, "seed": config.seed,
-                       "rule": "keras_tie.training.runner.validation_split_indices"},
-        "steps_per_epoch": steps_per_epoch,
-        "distribute": distribute.describe(),
-        "status": "running",
-    }
+    run_info = run_record(
+        config, info, len(images), steps_per_epoch,
+        input="float32 pixels in [0, 1], shape [batch, H, W, C]; the model returns log p(x) in "
+              "nats of x in [0, 1]^D (score at (255 x + 0.5) / 256)",
+        flow={"parameters": int(flow.count_params()), "alpha": flow_config.alpha,
+              "scores": ["approximate_mass", "nll"],
+              "trace_ood": trace_sets[1][0] if trace_sets else None})
     write_json(run_file, run_info)
 
     initial_epoch, history, _ = resume_from(checkpoint, trackables)

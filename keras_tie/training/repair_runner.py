@@ -30,7 +30,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import keras_tie
 from keras_tie import metrics
 from keras_tie._io import read_json, write_json
 from keras_tie.config import ConfigError
@@ -38,7 +37,6 @@ from keras_tie.models.repair_unet import build_repair_unet
 from keras_tie.repair.operators import variant_operators
 from keras_tie.repair.perceptual import PerceptualDistance, load_perception_network
 from keras_tie.repair.selection import score_images, select_operator, selection_ood_images
-from keras_tie.training import distribute
 from keras_tie.training.callbacks import EpochTimer, image_grid, write_png
 from keras_tie.training.checkpoint import latest_checkpoint, resume_from
 from keras_tie.training.repair_model import RepairModel
@@ -51,6 +49,7 @@ from keras_tie.training.runner import (
     epoch_batches,
     load_training_data,
     run_callbacks,
+    run_record,
 )
 
 FIGURE_FILE = os.path.join("images", "repairs.png")
@@ -88,33 +87,16 @@ def train_repair(config, run_dir, resume=False, verbose="auto", callbacks=()):
         heldout.astype(np.float32) / 255.0).batch(256)
 
     run_info = read_json(run_file) if resume and os.path.isfile(run_file) else {}
-    run_info.update({
-        "keras_tie_version": keras_tie.__version__,
-        "config": config.to_dict(),
-        "method": "repair",
-        "dataset": info.name,
-        "data_source": info.source,
-        "class_names": list(info.class_names),
-        "num_classes": info.num_classes,
-        "num_outputs": None,
-        "garbage_index": None,
-        "image_shape": list(info.image_shape),
-        "input": "float32 pixels in [0, 1], shape [batch, H, W, C]",
-        "score": "repair: d(x, R(T*(x))), higher = more OOD",
-        "repair": {"operators": list(model.operators), "distance": model.default_distance,
-                   "perceptual": perceptual_info, "lambda_l2": model.lambda_l2,
-                   "lambda_perceptual": model.lambda_perceptual,
-                   "network": {"width": config.repair.width, "depth": config.repair.depth,
-                               "skips": config.repair.skips,
-                               "parameters": int(network.count_params())}},
-        "train_images": len(images),
-        "validation": {"fraction": config.validation_split, "seed": config.seed,
-                       "rule": "keras_tie.training.runner.validation_split_indices"},
-        "steps_per_epoch": steps_per_epoch,
-        "distribute": distribute.describe(),
-        "notes": notes,
-        "status": "running",
-    })
+    run_info.update(run_record(
+        config, info, len(images), steps_per_epoch,
+        score="repair: d(x, R(T*(x))), higher = more OOD",
+        repair={"operators": list(model.operators), "distance": model.default_distance,
+                "perceptual": perceptual_info, "lambda_l2": model.lambda_l2,
+                "lambda_perceptual": model.lambda_perceptual,
+                "network": {"width": config.repair.width, "depth": config.repair.depth,
+                            "skips": config.repair.skips,
+                            "parameters": int(network.count_params())}},
+        notes=notes))
     write_json(run_file, run_info)
     if verbose:
         for note in notes:

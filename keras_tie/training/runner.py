@@ -132,27 +132,12 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
                             checkpoint[1]["epoch"] if checkpoint else 0, config.epochs,
                             config.augment)
 
-    run_info = {
-        "keras_tie_version": keras_tie.__version__,
-        "config": config.to_dict(),
-        "method": config.method,
-        "dataset": info.name,
-        "data_source": info.source,
-        "class_names": list(info.class_names),
-        "num_classes": num_classes,
-        "num_outputs": num_outputs,
-        "garbage_index": num_classes if with_garbage else None,
-        "image_shape": list(info.image_shape),
-        "input": "float32 pixels in [0, 1], shape [batch, H, W, C]",
-        "normalization": {"mean": mean.tolist(), "variance": variance.tolist()},
-        "backbone": resolve_backbone(config.model.backbone, info.image_shape),
-        "train_images": len(images),
-        "validation": {"fraction": config.validation_split, "seed": config.seed,
-                       "rule": "keras_tie.training.runner.validation_split_indices"},
-        "steps_per_epoch": steps_per_epoch,
-        "distribute": distribute.describe(),
-        "status": "running",
-    }
+    run_info = run_record(
+        config, info, len(images), steps_per_epoch,
+        num_classes=num_classes, num_outputs=num_outputs,
+        garbage_index=num_classes if with_garbage else None,
+        normalization={"mean": mean.tolist(), "variance": variance.tolist()},
+        backbone=resolve_backbone(config.model.backbone, info.image_shape))
     write_json(run_file, run_info)
 
     tie_callback = None
@@ -226,6 +211,35 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
                     pool_size=len(pool) if pool is not None else None)
     write_json(run_file, run_info)
     return RunResult(run_dir, config, history, tau, test_metrics)
+
+
+def run_record(config, info, train_images, steps_per_epoch, **fields):
+    """The run.json entries every method writes when its training starts, updated by `fields`.
+
+    Defaults for methods without classes of their own to reject: no garbage
+    class, the dataset's classes, float pixels in [0, 1] as input.
+    """
+    record = {
+        "keras_tie_version": keras_tie.__version__,
+        "config": config.to_dict(),
+        "method": config.method,
+        "dataset": info.name,
+        "data_source": info.source,
+        "class_names": list(info.class_names),
+        "num_classes": info.num_classes,
+        "num_outputs": None,
+        "garbage_index": None,
+        "image_shape": list(info.image_shape),
+        "input": "float32 pixels in [0, 1], shape [batch, H, W, C]",
+        "train_images": train_images,
+        "validation": {"fraction": config.validation_split, "seed": config.seed,
+                       "rule": "keras_tie.training.runner.validation_split_indices"},
+        "steps_per_epoch": steps_per_epoch,
+        "distribute": distribute.describe(),
+        "status": "running",
+    }
+    record.update(fields)
+    return record
 
 
 def load_training_data(config):
