@@ -153,10 +153,6 @@ class TIEModel(keras.Model):
         self.garbage_tracker.update_state(hits[batch:])
         return distribute.step_logs(self.metrics)
 
-    def generator_due(self):
-        """True when the classifier step just taken is one the generator step follows."""
-        return int(self.optimizer.iterations.numpy()) % self.generator_interval == 0
-
     def run_generator_step(self):
         """One generator step on every replica (compiled once); returns the inversion metrics."""
         if self._generator_function is None:
@@ -244,12 +240,18 @@ class GeneratorSteps(keras.callbacks.Callback):
     """Runs the generator step after every `generator_interval`-th classifier step of `fit`.
 
     Added by `TIEModel.fit`. The step's metrics (`inv_loss`, `inv_kl`, ...)
-    go into the batch logs.
+    go into the batch logs. The classifier's step count is read once when
+    training starts (it continues on resume) and counted in Python after that,
+    so deciding costs no device-to-host read per batch.
     """
+
+    def on_train_begin(self, logs=None):
+        self._step = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
         model = self.model
-        if model.generator is not None and model.generator_due():
+        self._step += 1
+        if model.generator is not None and self._step % model.generator_interval == 0:
             results = model.run_generator_step()
             if logs is not None:
                 logs.update(results)
