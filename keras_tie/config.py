@@ -41,6 +41,10 @@ class ModelConfig:
         generator_width: channels of the generator's first feature map.
         bn_momentum: BatchNormalization momentum of both networks (Keras'
             0.99; use 0.9 for runs of a few hundred steps, see build_classifier).
+        dropout: rate of a Dropout layer between the penultimate features and
+            the logits (0, the default, adds none; the paper uses none). Active
+            in the classifier's training steps only: the inversion, tau_t, the
+            features and every score see the network without it.
     """
 
     backbone: str = "auto"
@@ -49,6 +53,7 @@ class ModelConfig:
     latent_dim: int = 64
     generator_width: int = 128
     bn_momentum: float = 0.99
+    dropout: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,6 +315,8 @@ class Config:
             value = getattr(self.model, key)
             _check(value >= 1, f"model.{key}", value, "an integer >= 1")
         _check(0.0 <= self.model.bn_momentum < 1.0, "model.bn_momentum", self.model.bn_momentum,
+               "a number in [0, 1)")
+        _check(0.0 <= self.model.dropout < 1.0, "model.dropout", self.model.dropout,
                "a number in [0, 1)")
         for key in ("classifier_lr", "generator_lr"):
             value = getattr(self.optimizer, key)

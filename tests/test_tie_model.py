@@ -22,6 +22,23 @@ def test_backbones_and_generator_shapes(shape, backbone):
     assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
 
 
+def test_dropout_acts_on_the_logits_in_training_only():
+    keras.utils.set_random_seed(0)
+    classifier = build_classifier((28, 28, 1), 11, "conv3", width=4, dense_units=64, dropout=0.5)
+    assert classifier.get_layer("dropout").rate == 0.5
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(np.float32)
+    features = feature_model(classifier)
+    np.testing.assert_allclose(classifier(x, training=False), classifier(x, training=False))
+    assert not np.allclose(classifier(x, training=True), classifier(x, training=True))
+    # The features come before the dropout: two training-mode calls agree on them.
+    (f1, l1), (f2, l2) = features(x, training=True), features(x, training=True)
+    np.testing.assert_allclose(f1, f2)
+    assert not np.allclose(l1, l2)
+    assert "dropout" not in [layer.name for layer in build_classifier((28, 28, 1), 11).layers]
+    with pytest.raises(ConfigError, match="model.dropout"):
+        Config.load(None, {"model.dropout": 1.0})
+
+
 def test_generator_refuses_odd_sizes():
     with pytest.raises(ValueError, match="divisible by 4"):
         build_generator((30, 30, 1), 11)

@@ -32,7 +32,8 @@ def resolve_backbone(name, image_shape):
 
 
 def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_units=256,
-                     mean=None, variance=None, bn_momentum=0.99, name="classifier"):
+                     mean=None, variance=None, bn_momentum=0.99, dropout=0.0,
+                     name="classifier"):
     """Builds a classifier returning `num_outputs` logits.
 
     Args:
@@ -48,6 +49,9 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
             (Keras' 0.99 by default; 0.9, PyTorch's default, suits runs of a
             few hundred steps, whose moving statistics would otherwise still
             remember their initial values).
+        dropout: rate of a `Dropout` layer (named `dropout`) between the
+            penultimate features and the logits; 0 adds none. The features
+            themselves are never dropped out.
 
     Returns:
         A functional `keras.Model`; `model.get_layer("features")` gives the
@@ -92,7 +96,8 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
     x = layers.Dense(dense_units, use_bias=False, name="dense1")(x)
     x = layers.BatchNormalization(momentum=bn_momentum, name="dense1_bn")(x)
     features = layers.ReLU(name=FEATURES_LAYER)(x)
-    logits = layers.Dense(num_outputs, name="logits")(features)
+    x = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
+    logits = layers.Dense(num_outputs, name="logits")(x)
     return keras.Model(inputs, logits, name=name)
 
 

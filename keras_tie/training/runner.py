@@ -125,7 +125,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
 
     classifier = build_classifier(info.image_shape, num_outputs, config.model.backbone,
                                   config.model.width, config.model.dense_units, mean, variance,
-                                  config.model.bn_momentum)
+                                  config.model.bn_momentum, config.model.dropout)
     distribute.synchronize_batch_norm(classifier)  # global-batch statistics on several replicas
     steps_per_epoch = len(images) // config.batch_size
     dataset = epoch_batches(images, labels, config.batch_size, config.seed,
