@@ -17,6 +17,7 @@ import typing
 
 METHODS = ("tie", "static", "plain", "flow", "repair", "cvae")
 DIVERSITY = ("batch", "class")
+RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/pool.py
 AUGMENTATIONS = ("none", "flip")
 BACKBONES = ("auto", "conv3", "conv5", "resnet")
 
@@ -88,8 +89,13 @@ class TIEConfig:
             pool is sampled, not iterated, so an epoch costs the same at
             epoch 1 and epoch 20. 0 means batch_size // num_classes (as many
             garbage images per batch as an average class has).
-        pool_capacity: maximum pool size; once full, new samples replace
-            uniformly chosen old ones.
+        pool_capacity: maximum pool size.
+        pool_retirement: what a full pool keeps. `random` (default): each new
+            sample replaces a uniformly chosen old one, so the pool leans to
+            the latest epochs. `reservoir`: the k-th sample ever offered is kept
+            with probability capacity / k (Algorithm R), so the pool stays a
+            uniform sample of all epochs' samples and the initial noise, like
+            the paper's pool, which keeps everything.
         initial_pool_size: Gaussian-noise images the pool starts with.
         threshold_samples: training images used to estimate tau_t (0 = all).
         garbage_weight: multiplier on the garbage class's balanced weight (1 =
@@ -116,6 +122,7 @@ class TIEConfig:
     generator_steps_per_epoch: int = 200
     garbage_per_batch: int = 0
     pool_capacity: int = 50_000
+    pool_retirement: str = "random"
     initial_pool_size: int = 6_000
     threshold_samples: int = 0
     garbage_weight: float = 1.0
@@ -333,6 +340,8 @@ class Config:
             _check(getattr(t, key) >= 1, f"tie.{key}", getattr(t, key), "an integer >= 1")
         for key in ("generator_steps_per_epoch", "garbage_per_batch", "threshold_samples"):
             _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "an integer >= 0")
+        _check(t.pool_retirement in RETIREMENT, "tie.pool_retirement", t.pool_retirement,
+               f"one of {RETIREMENT}")
         _check(t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
                t.initial_pool_size, f"<= tie.pool_capacity ({t.pool_capacity})")
         _check(t.cvae_per_epoch >= 0, "tie.cvae_per_epoch", t.cvae_per_epoch,

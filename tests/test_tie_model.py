@@ -98,6 +98,41 @@ def test_pool_appends_then_retires_at_random():
     assert sample.shape == (10, 2, 2, 1) and sample.dtype == np.float32
 
 
+def _pool_groups(retirement):
+    """A pool of 2,000 filled with group 0, then offered groups 1-9 of 2,000 images each."""
+    pool = GarbagePool((1, 1, 1), 2000, retirement)
+    rng = np.random.default_rng(0)
+    pool.set(np.zeros((2000, 1, 1, 1), np.uint8))
+    for group in range(1, 10):
+        pool.add(np.full((2000, 1, 1, 1), group, np.uint8), rng)
+    return pool, np.bincount(pool.numpy().ravel(), minlength=10)
+
+
+def test_pool_reservoir_keeps_a_uniform_sample_of_everything_offered():
+    pool, counts = _pool_groups("reservoir")
+    assert len(pool) == 2000 and pool.seen == 20000
+    # Each group is a tenth of what was offered: 200 expected, binomial sd ~13.
+    assert np.all(np.abs(counts - 200) < 60), counts
+    # The random rule instead leans to the latest epoch: here it replaced everything.
+    _, recent = _pool_groups("random")
+    assert recent[9] == 2000
+    with pytest.raises(ValueError, match="retirement"):
+        GarbagePool((1, 1, 1), 10, "fifo")
+    with pytest.raises(ConfigError, match="tie.pool_retirement"):
+        Config.load(None, {"tie.pool_retirement": "fifo"})
+
+
+def test_pool_seen_count_survives_a_checkpoint(tmp_path):
+    from keras_tie.training.checkpoint import latest_checkpoint, resume_from, save_checkpoint
+    pool, _ = _pool_groups("reservoir")
+    counter = tf.Variable(3)
+    save_checkpoint(str(tmp_path), 1, {"counter": counter}, {"history": []}, pool)
+    restored = GarbagePool((1, 1, 1), 2000, "reservoir")
+    resume_from(latest_checkpoint(str(tmp_path)), {"counter": counter}, restored)
+    assert restored.seen == 20000
+    np.testing.assert_array_equal(restored.numpy(), pool.numpy())
+
+
 def test_exclusion_adds_only_samples_above_the_threshold():
     model = _tiny_model()
     train_images = np.random.default_rng(0).integers(0, 255, (40, 28, 28, 1), dtype=np.uint8)

@@ -6,7 +6,9 @@ Layout, inside RUN_DIR/checkpoints/::
                                          the in-graph random generator,
                                          class weights and gamma
     epoch_0003/pool.npy                  the garbage pool (uint8)
-    epoch_0003/state.json                epoch, tau_t, history so far
+    epoch_0003/state.json                epoch, tau_t, history so far, and
+                                         pool_seen (images ever offered to the
+                                         pool, for its reservoir rule)
     latest.json                          {"epoch": 3, "directory": "epoch_0003"}
 
 A checkpoint is written into a temporary folder, flushed, and renamed into
@@ -46,7 +48,8 @@ def save_checkpoint(run_dir, epoch, trackables, state, pool=None, keep=2):
             np.save(f, pool.numpy())
             f.flush()
             os.fsync(f.fileno())
-    write_json(os.path.join(tmp, "state.json"), dict(state, epoch=epoch))
+    extra = {"pool_seen": pool.seen} if pool is not None else {}
+    write_json(os.path.join(tmp, "state.json"), dict(state, epoch=epoch, **extra))
     final = os.path.join(root, name)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -76,7 +79,8 @@ def restore_checkpoint(directory, trackables, pool=None):
     status.assert_existing_objects_matched()
     pool_file = os.path.join(directory, "pool.npy")
     if pool is not None and os.path.isfile(pool_file):
-        pool.set(np.load(pool_file))
+        state = read_json(os.path.join(directory, "state.json"))
+        pool.set(np.load(pool_file), seen=state.get("pool_seen"))
 
 
 def resume_from(checkpoint, trackables, pool=None):

@@ -10,13 +10,23 @@ value with collectives that take int32 but not uint8.
 It starts as Gaussian noise in the classifier's standardised input space
 (pixel = clip(mean + std * N(0, 1), 0, 1) per channel), the paper's
 D_garbage ~ N(0, I) expressed in pixels. New inverted samples are appended
-until the pool is full; after that each new sample replaces a uniformly chosen
-old one (random retirement), so older epochs' samples and the initial noise
-fade out geometrically instead of all at once.
+until the pool is full; after that the retirement rule decides:
+
+- `random`: each new sample replaces a uniformly chosen old one, so older
+  epochs' samples and the initial noise fade out geometrically (an image
+  survives an epoch that adds m images to a full pool of capacity C with
+  probability 1 - m / C): the pool leans to the latest epochs.
+- `reservoir` (Vitter's Algorithm R): the k-th image ever offered (the
+  initial noise counts) is kept with probability C / k, in a uniformly chosen
+  slot. The pool is then a uniform sample of everything generated so far, the
+  initial noise and every epoch weighted by how much each contributed: the
+  pool the paper iterates (it keeps every sample), at a bounded size.
 """
 
 import numpy as np
 import tensorflow as tf
+
+from keras_tie.config import RETIREMENT
 
 
 class GarbagePool:
@@ -25,11 +35,17 @@ class GarbagePool:
     Args:
         image_shape: (H, W, C).
         capacity: the most images the pool holds.
+        retirement: `random` or `reservoir` (see the module docstring).
     """
 
-    def __init__(self, image_shape, capacity):
+    def __init__(self, image_shape, capacity, retirement="random"):
+        if retirement not in RETIREMENT:
+            raise ValueError(f"Unknown pool retirement rule. Received: retirement={retirement!r};"
+                             f" expected one of {RETIREMENT}.")
         self.image_shape = tuple(int(d) for d in image_shape)
         self.capacity = int(capacity)
+        self.retirement = retirement
+        self.seen = 0  # images ever offered (set, add), for the reservoir rule
         self.pixels = int(np.prod(self.image_shape))
         self.words = tf.Variable(tf.zeros((self.capacity, -(-self.pixels // 4)), tf.int32),
                                  trainable=False, name="garbage_pool")
@@ -44,8 +60,12 @@ class GarbagePool:
         pixels = np.asarray(mean, np.float32) + np.asarray(std, np.float32) * noise
         self.set(pixels)
 
-    def set(self, images):
-        """Replaces the content with `images` (float pixels in [0, 1] or uint8)."""
+    def set(self, images, seen=None):
+        """Replaces the content with `images` (float pixels in [0, 1] or uint8).
+
+        `seen`: how many images were ever offered to a pool holding these
+        (a restored checkpoint's count); default `len(images)`.
+        """
         images = to_uint8(images)
         if len(images) > self.capacity:
             raise ValueError(f"{len(images)} images do not fit a pool of capacity "
@@ -53,13 +73,16 @@ class GarbagePool:
         content = np.zeros((self.capacity, *self.image_shape), np.uint8)
         content[: len(images)] = images
         self._write(content, len(images))
+        self.seen = len(images) if seen is None else int(seen)
 
     def add(self, images, rng):
-        """Adds images, retiring uniformly chosen old ones once full.
+        """Adds images; once the pool is full, the retirement rule picks what stays.
 
         Returns:
-            The number of old images that were retired. When more images come
-            than the pool held before, the surplus beyond that is dropped.
+            The number of old images that were retired. Under `random`, when
+            more images come than the pool held before, the surplus beyond
+            that is dropped; under `reservoir`, new images the draw rejects
+            are dropped.
         """
         images = to_uint8(images)
         if len(images) == 0:
@@ -69,14 +92,28 @@ class GarbagePool:
         head, tail = images[:free], images[free:]
         content = self._read(self.capacity)
         content[size: size + len(head)] = head
-        # Only images that were in the pool before this call are retired, so
-        # none of the new ones displaces another new one.
-        tail = tail[:size]
-        if len(tail):
-            slots = rng.choice(size, size=len(tail), replace=False)
-            content[slots] = tail
+        if self.retirement == "reservoir":
+            # Algorithm R, vectorised: the k-th image offered (1-based) draws
+            # j ~ U{0, ..., k-1} and takes slot j if j < capacity; where two
+            # new images take one slot, the later one wins, as in the loop.
+            k = self.seen + len(head) + 1 + np.arange(len(tail))
+            slots = np.floor(rng.random(len(tail)) * k).astype(np.int64)
+            kept = np.flatnonzero(slots < self.capacity)
+            last = len(kept) - 1 - np.unique(slots[kept][::-1], return_index=True)[1]
+            kept = kept[last]
+            content[slots[kept]] = tail[kept]
+            retired = len(kept)
+        else:
+            # Only images that were in the pool before this call are retired,
+            # so none of the new ones displaces another new one.
+            tail = tail[:size]
+            if len(tail):
+                slots = rng.choice(size, size=len(tail), replace=False)
+                content[slots] = tail
+            retired = len(tail)
         self._write(content, size + len(head))
-        return len(tail)
+        self.seen += len(images)
+        return retired
 
     def _write(self, content, size):
         # Whole-variable assigns, once per epoch: under a tf.distribute
