@@ -18,7 +18,7 @@ import typing
 METHODS = ("tie", "static", "plain", "flow", "repair", "cvae")
 DIVERSITY = ("batch", "class")
 RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/pool.py
-AUGMENTATIONS = ("none", "flip")
+AUGMENTATIONS = ("none", "flip", "shift", "flip+shift")
 BACKBONES = ("auto", "conv3", "conv5", "resnet")
 
 
@@ -285,9 +285,12 @@ class Config:
             metrics (0 = none; the test split is never used for training).
         data_dir: local data directory (else KERAS_TIE_DATA_DIR).
         checkpoint_every: epochs between resumable checkpoints.
-        augment: augmentation of the in-distribution training batches: `none`
-            or `flip` (random horizontal flips, for data whose labels survive
-            a mirror image: clothing, objects; not digits).
+        augment: augmentation of the in-distribution training batches: `none`,
+            `flip` (random horizontal flips, for data whose labels survive
+            a mirror image: clothing, objects; not digits), `shift` (random
+            translations by up to 2 pixels each way, the uncovered border
+            black, as the usual pad-and-crop; for digits too; see
+            `keras_tie.training.runner.random_shift`), or `flip+shift` (both).
     """
 
     dataset: str = "digits"

@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 
 from keras_tie.cli.main import cli
@@ -140,6 +141,36 @@ def test_flip_augmentation_is_deterministic_and_label_preserving():
     assert all(m or k for m, k in zip(mirrored, kept))
     (again_x, _), = first_epoch("flip")
     np.testing.assert_array_equal(flip_x, again_x)
+
+
+def test_random_shift_translates_each_image_with_a_black_border():
+    from keras_tie.training.runner import SHIFT_PIXELS, epoch_batches, random_shift
+
+    images = tf.reshape(tf.range(1, 2 * 5 * 6 + 1, dtype=tf.float32), [2, 5, 6, 1])
+    centre = SHIFT_PIXELS
+    # Image 0: no shift. Image 1: the window moves 1 row down and 2 columns left in the
+    # padded image, so the content moves up by 1 and right by 2.
+    offsets = tf.constant([[centre, centre], [centre + 1, centre - 2]], tf.int32)
+    shifted = random_shift(images, offsets).numpy()
+    expected = np.zeros((5, 6, 1), np.float32)
+    expected[:4, 2:] = images.numpy()[1, 1:, :4]
+    np.testing.assert_array_equal(shifted[0], images.numpy()[0])
+    np.testing.assert_array_equal(shifted[1], expected)
+
+    data = np.arange(1, 8 * 6 * 6 + 1).reshape(8, 6, 6, 1).astype(np.uint8)
+    labels = np.arange(8, dtype=np.int32)
+    batches = [[(x.numpy(), y.numpy()) for x, y in
+                epoch_batches(data, labels, 8, 3, 0, 1, "shift")] for _ in range(2)]
+    (x, y), = batches[0]
+    np.testing.assert_array_equal(x, batches[1][0][0])  # drawn from (seed, epoch, step)
+    for image, label in zip(x, y):
+        # Every shifted image is a window of its own padded original.
+        padded = np.pad(data[label, ..., 0] / 255.0, SHIFT_PIXELS)
+        windows = [padded[i: i + 6, j: j + 6] for i in range(2 * SHIFT_PIXELS + 1)
+                   for j in range(2 * SHIFT_PIXELS + 1)]
+        assert any(np.allclose(image[..., 0], w) for w in windows)
+    assert not all(np.allclose(image[..., 0], data[label, ..., 0] / 255.0)
+                   for image, label in zip(x, y))
 
 
 def test_validation_split_holds_out_images(tmp_path, shared_data_dir):

@@ -298,6 +298,25 @@ def validation_split_indices(count, fraction, seed):
     return np.sort(order[held_out:]), np.sort(order[:held_out])
 
 
+SHIFT_PIXELS = 2  # `shift` augmentation: up to 2 pixels each way (7% of a 28-pixel side)
+
+
+def random_shift(images, offsets):
+    """Translates each image of [B, H, W, C] by its own whole-pixel offset, black-filled.
+
+    `offsets` [B, 2] int32 in 0..2 * SHIFT_PIXELS: the window's top-left corner
+    in the image padded by SHIFT_PIXELS on every side, so SHIFT_PIXELS is no
+    shift. Two batched gathers (rows, then columns): no per-image Python loop.
+    """
+    height, width = images.shape[1], images.shape[2]
+    pad = SHIFT_PIXELS
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    rows = offsets[:, :1] + tf.range(height)[None, :]
+    columns = offsets[:, 1:] + tf.range(width)[None, :]
+    shifted = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(shifted, columns, axis=2, batch_dims=1)
+
+
 def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs, augment="none"):
     """A tf.data pipeline of (float pixels in [0, 1], label) batches for epochs
     initial_epoch..epochs-1.
@@ -309,8 +328,10 @@ def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs, augme
     vectorised ops. The last partial batch of each epoch is dropped.
 
     Args:
-        augment: `none`, or `flip` (each image mirrored left-right with
-            probability 1/2).
+        augment: `none`, `flip` (each image mirrored left-right with
+            probability 1/2), `shift` (each image translated by dy, dx drawn
+            uniformly from -SHIFT_PIXELS..SHIFT_PIXELS, the uncovered border
+            black, pixel value 0), or `flip+shift`.
     """
     count = len(images)
     steps = count // batch_size
@@ -326,10 +347,16 @@ def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs, augme
 
     def gather(epoch, step, index):
         x = tf.cast(tf.gather(images_t, index), tf.float32) / 255.0
-        if augment == "flip":
+        step_key = epoch * 1_000_000 + step
+        if "flip" in augment.split("+"):
             flip = tf.random.stateless_uniform(
-                [batch_size, 1, 1, 1], seed=tf.stack([seed_t + 1, epoch * 1_000_000 + step])) < 0.5
+                [batch_size, 1, 1, 1], seed=tf.stack([seed_t + 1, step_key])) < 0.5
             x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+        if "shift" in augment.split("+"):
+            offsets = tf.random.stateless_uniform(
+                [batch_size, 2], seed=tf.stack([seed_t + 2, step_key]), minval=0,
+                maxval=2 * SHIFT_PIXELS + 1, dtype=tf.int32)
+            x = random_shift(x, offsets)
         return x, tf.gather(labels_t, index)
 
     # Multi-worker: every worker builds the same pipeline and keeps its part
