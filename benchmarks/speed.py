@@ -15,7 +15,7 @@ disturbs less than absolute times):
    scaled by limit / (training set size), so a slice costs what the same
    share of a full epoch costs. Two epochs each; the ratio is of the second
    (the first includes tracing).
-2. Flow step with / without the approximate-mass penalty (alpha 2 / 0): the
+2. Flow step with / without the approximate-mass penalty (alpha 2 / 64 and 0): the
    flow preset (configs/flow_DATASET.toml) at full size, `--flow-steps`
    compiled train steps on one real batch after the tracing step
    (`flow_table1.step_times`; median). Steps, not epochs: at full size a
@@ -81,7 +81,7 @@ def tie_over_plain(dataset, limit, data_dir):
 
 
 def flow_penalty(dataset, steps, data_dir, width=None):
-    """Median seconds per compiled flow step with alpha 2 and 0, and their ratio."""
+    """Median seconds per compiled flow step with the preset's alpha and 0, and their ratio."""
     from flow_table1 import step_times
 
     from keras_tie.config import Config, preset_path

@@ -32,8 +32,9 @@ import click
 @click.option("--resume", is_flag=True,
               help="Continue the run in --output from its last checkpoint.")
 @click.option("--alpha", type=click.FloatRange(min=0),
-              help="Method flow: weight of the approximate-mass penalty (flow.alpha; "
-              "paper: 2; 0 = maximum likelihood only).")
+              help="Method flow: weight of each image's approximate mass in the loss "
+              "(flow.alpha; presets: 0.03125 = the paper's alpha 2 on a batch-mean gradient "
+              "at batch 64; 0 = maximum likelihood only).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set tie.alpha=0.2 (repeatable).")
 @click.option("--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")

@@ -276,7 +276,7 @@ def test_flow_config_section_is_validated_and_presets_load():
         Config.load(None, {"flow.logit_boundary": 0.5})
     for dataset, blocks, scales in (("fashion_mnist", 4, 2), ("mnist", 4, 2), ("cifar10", 6, 3)):
         preset = Config.load(preset_path(f"flow_{dataset}"))
-        assert (preset.method, preset.dataset, preset.flow.alpha) == ("flow", dataset, 2.0)
+        assert (preset.method, preset.dataset, preset.flow.alpha) == ("flow", dataset, 2.0 / 64)
         assert (preset.flow.blocks, preset.flow.scales) == (blocks, scales)
     result = CliRunner().invoke(cli, ["train", "--method", "plain", "--alpha", "2"])
     assert result.exit_code != 0 and "--alpha" in result.output
