@@ -4,13 +4,23 @@ import json
 import os
 import tempfile
 
+# The process's umask, read once (os.umask can only be read by setting it): files written
+# here get the mode an ordinary open() would give them, not mkstemp's private 0600, so a run
+# folder or an export can be read by the teammate or the TF Serving container that needs it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path, data):
-    """Writes `data` to `path` through a temporary file in the same folder and os.replace."""
+    """Writes `data` to `path` through a temporary file in the same folder and os.replace.
+
+    The file gets the permissions `open(path, "w")` would give it (0666 less the umask).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

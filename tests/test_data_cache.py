@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -128,3 +129,15 @@ def test_unwritable_cache_only_warns(tmp_path):
     with pytest.warns(UserWarning, match="Cannot write the cache entry"):
         ds = load("mnist", split="test", data_dir=tmp_path / "data", cache_dir=not_a_dir)
     assert ds.labels.tolist() == [5]
+
+
+def test_atomic_writes_get_the_permissions_of_an_ordinary_file(tmp_path):
+    from keras_tie._io import atomic_write_bytes, write_json
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write_bytes(str(tmp_path / "a.bin"), b"x")
+    write_json(str(tmp_path / "run.json"), {"a": 1})
+    for name in ("a.bin", "run.json"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask
+    assert sorted(os.listdir(tmp_path)) == ["a.bin", "run.json"]  # no temporary file left
