@@ -70,7 +70,7 @@ def parse_variants(texts):
             alpha = -1.0
         if not sep or not name or alpha < 0:
             raise SystemExit(f"--variant takes NAME=ALPHA with ALPHA >= 0, e.g. "
-                             f"--variant penalized=2. Received: {text!r}")
+                             f"--variant penalized=0.03125. Received: {text!r}")
         variants[name] = alpha
     return variants or dict(VARIANTS)
 
@@ -147,7 +147,7 @@ def main():
     parser.add_argument("--variant", dest="variants", action="append", default=[],
                         metavar="NAME=ALPHA",
                         help="A run to train and compare (repeatable; default: vanilla=0 "
-                             "penalized=2). Each is trained in RUNS_DIR/NAME.")
+                             "penalized=0.03125). Each is trained in RUNS_DIR/NAME.")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="Config override for both runs (repeatable).")
     parser.add_argument("--output", default=None,

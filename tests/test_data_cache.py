@@ -141,3 +141,7 @@ def test_atomic_writes_get_the_permissions_of_an_ordinary_file(tmp_path):
     for name in ("a.bin", "run.json"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask
     assert sorted(os.listdir(tmp_path)) == ["a.bin", "run.json"]  # no temporary file left
+    write_mnist(tmp_path / "data" / "mnist", [1])  # the decode cache writes the same way
+    load("mnist", split="test", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    entry, = (tmp_path / "cache").iterdir()
+    assert stat.S_IMODE(os.stat(entry).st_mode) == 0o666 & ~umask

@@ -24,6 +24,7 @@ import zlib
 
 import numpy as np
 
+from keras_tie._io import FILE_MODE
 from keras_tie.data.dataset import Dataset, DatasetInfo
 
 CACHE_DIR_ENV = "KERAS_TIE_CACHE_DIR"
@@ -115,6 +116,7 @@ def write(path, dataset):
         fd, temp = tempfile.mkstemp(
             dir=directory, prefix=f".{final_name}.", suffix=f".{os.getpid()}.tmp"
         )
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes it private; a cache entry holds public data
         with os.fdopen(fd, "wb") as f:
             np.savez(
                 f,
@@ -127,7 +129,6 @@ def write(path, dataset):
             )
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes it private; a cache entry holds public data
         os.replace(temp, path)
         temp = None
         _fsync_dir(directory)

@@ -345,14 +345,16 @@ def epoch_batches(images, labels, batch_size, seed, initial_epoch, epochs, augme
         return tf.data.Dataset.from_tensor_slices(
             (tf.fill([steps], epoch), tf.range(steps, dtype=tf.int64), batches))
 
+    augmentations = set(augment.split("+"))
+
     def gather(epoch, step, index):
         x = tf.cast(tf.gather(images_t, index), tf.float32) / 255.0
         step_key = epoch * 1_000_000 + step
-        if "flip" in augment.split("+"):
+        if "flip" in augmentations:
             flip = tf.random.stateless_uniform(
                 [batch_size, 1, 1, 1], seed=tf.stack([seed_t + 1, step_key])) < 0.5
             x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-        if "shift" in augment.split("+"):
+        if "shift" in augmentations:
             offsets = tf.random.stateless_uniform(
                 [batch_size, 2], seed=tf.stack([seed_t + 2, step_key]), minval=0,
                 maxval=2 * SHIFT_PIXELS + 1, dtype=tf.int32)
