@@ -59,20 +59,27 @@ def main():
     parser.add_argument("--time-steps", type=int, default=5)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a preset key for every variant "
+                        "(repeatable), e.g. --set repair.skips=false --set repair.width=16")
+    parser.add_argument("--tag", default="", help="suffix of the result files: "
+                        "sr_ood_DATASET_TAG.md (default: sr_ood_DATASET.md)")
     parser.add_argument("--runs", default=None, help="keep the run folders here (default: "
                         "a temporary folder)")
     args = parser.parse_args()
 
-    from keras_tie.config import Config, preset_path
+    from keras_tie.config import Config, parse_override, preset_path
     from keras_tie.training.runner import train
 
-    overrides = {"limit": args.limit, "data_dir": args.data_dir or ""}
+    overrides = dict(parse_override(text) for text in args.overrides)
+    overrides.update({"limit": args.limit, "data_dir": args.data_dir or ""})
     if args.epochs:
         overrides["epochs"] = args.epochs
     base = Config.load(preset_path(f"repair_{args.dataset}"), overrides)
     started = time.perf_counter()
     report = {"command": " ".join(["python benchmarks/sr_ood.py", *sys.argv[1:]]),
-              "dataset": args.dataset, "epochs": base.epochs, "limit": args.limit,
+              "dataset": args.dataset, "tag": args.tag, "epochs": base.epochs,
+              "limit": args.limit, "overrides": args.overrides,
               "eval_limit": args.eval_limit, "machine": platform.platform(),
               "cpu_count": os.cpu_count(), "preset": f"configs/repair_{args.dataset}.toml",
               "repair": dataclasses.asdict(base.repair)}
@@ -92,7 +99,8 @@ def main():
                 "seconds": time.perf_counter() - t0}
         else:
             report["perception_network"] = {"trained_here": False,
-                                            "source": os.path.abspath(perceptual)}
+                                            "source": os.path.abspath(perceptual),
+                                            "test_accuracy": _run_accuracy(perceptual)}
 
         report["epoch_time"] = time_full_epoch(base, perceptual, args.time_steps)
         models, report["variants"] = {}, {}
@@ -115,6 +123,15 @@ def main():
         report["results"] = evaluate(models, args.dataset, args.eval_limit, args.data_dir)
     report["total_seconds"] = time.perf_counter() - started
     write(report, args.output)
+
+
+def _run_accuracy(path):
+    """Test accuracy recorded in a classifier run folder's run.json, or None (a .keras file)."""
+    try:
+        with open(os.path.join(path, "run.json"), encoding="utf-8") as f:
+            return json.load(f).get("test_metrics", {}).get("accuracy")
+    except (OSError, ValueError):
+        return None
 
 
 def time_full_epoch(config, perceptual, steps):
@@ -211,7 +228,8 @@ def _load(path):
 
 def write(report, output):
     os.makedirs(output, exist_ok=True)
-    stem = os.path.join(output, f"sr_ood_{report['dataset']}")
+    suffix = f"_{report['tag']}" if report.get("tag") else ""
+    stem = os.path.join(output, f"sr_ood_{report['dataset']}{suffix}")
     with open(f"{stem}.json", "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, sort_keys=True, default=float)
         f.write("\n")
@@ -232,11 +250,16 @@ def markdown(report):
            f"{report['total_seconds'] / 60:.1f} min in all). Preset {report['preset']}.", "",
            f"- Budget: {report['epochs']} epoch(s) per variant on "
            + (f"{report['limit']} training images" if report["limit"] else "the full training set")
-           + "; every variant gets the same.",
+           + "; every variant gets the same."
+           + (" Overrides of the preset: " + ", ".join(f"`{o}`" for o in report["overrides"]) + "."
+              if report.get("overrides") else ""),
            "- Perception network: " + (
                f"a plain classifier trained here for {perception['epochs']} epoch(s) "
                f"(test accuracy {perception['test_accuracy']:.4f})" if perception["trained_here"]
-               else f"`{perception['source']}`") + "; uniform layer weights (no LPIPS heads).",
+               else f"`{perception['source']}`"
+               + (f" (test accuracy {perception['test_accuracy']:.4f})"
+                  if perception.get("test_accuracy") is not None else ""))
+           + "; uniform layer weights (no LPIPS heads).",
            f"- Evaluation: {results['id_images']} ID test images; OOD: "
            + ", ".join(f"{n} {results['ood_images'][n]}" for n in ood_names) + ".",
            "- Scores at each variant's T*, chosen on its validation split vs `vflip` (held-out "

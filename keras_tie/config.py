@@ -18,6 +18,7 @@ import typing
 METHODS = ("tie", "static", "plain", "flow", "repair", "cvae")
 DIVERSITY = ("batch", "class")
 RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/pool.py
+CVAE_INITIAL = ("replace", "add")
 AUGMENTATIONS = ("none", "flip", "shift", "flip+shift")
 BACKBONES = ("auto", "conv3", "conv5", "resnet")
 
@@ -109,6 +110,11 @@ class TIEConfig:
         cvae_per_epoch: CVAE outliers (half Type I, half Type II) added to the
             pool after every epoch, next to the inverted samples (0 = seed
             only; needs `cvae_run`).
+        cvae_initial: how `cvae_run`'s initial outliers enter the pool:
+            `replace` (default) the Gaussian noise, or `add` them to it, so the
+            pool starts with `initial_pool_size` noise images and as many CVAE
+            outliers and keeps the far-from-the-data noise the seed would
+            remove (docs/cvae.md).
     """
 
     alpha: float = 0.1
@@ -128,6 +134,7 @@ class TIEConfig:
     garbage_weight: float = 1.0
     cvae_run: str = ""
     cvae_per_epoch: int = 0
+    cvae_initial: str = "replace"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,6 +361,12 @@ class Config:
                "an integer >= 0")
         _check(t.cvae_per_epoch == 0 or t.cvae_run, "tie.cvae_per_epoch", t.cvae_per_epoch,
                "0 when tie.cvae_run is empty (set tie.cvae_run to a cvae run folder)")
+        _check(t.cvae_initial in CVAE_INITIAL, "tie.cvae_initial", t.cvae_initial,
+               f"one of {CVAE_INITIAL}")
+        _check(t.cvae_initial != "add" or not t.cvae_run
+               or 2 * t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
+               t.initial_pool_size, f"<= tie.pool_capacity / 2 ({t.pool_capacity // 2}) with "
+               "tie.cvae_initial = 'add' (noise and CVAE outliers both start in the pool)")
         _check_flow(self.flow)
         _check_repair(self.repair)
         _check_cvae(self.cvae)

@@ -303,6 +303,27 @@ def test_tie_pool_seeded_and_topped_up_by_a_cvae_run(cvae_run, tmp_path, shared_
     assert info["pool_size"] == 50 + last["excluded"] + 40
 
 
+def test_tie_pool_keeps_its_noise_when_cvae_outliers_are_added(cvae_run, tmp_path,
+                                                                shared_data_dir):
+    run_dir = tmp_path / "tie_add"
+    result = CliRunner().invoke(cli, [
+        "train", "--method", "static", "--dataset", "mnist", "--epochs", "1",
+        "--batch-size", "64", "--limit", "256", "--data-dir", str(shared_data_dir),
+        "--output", str(run_dir), "--quiet", "--set", f"tie.cvae_run={cvae_run}",
+        "--set", "tie.cvae_initial=add", "--set", "tie.initial_pool_size=50",
+        "--set", "tie.pool_capacity=400", "--set", "model.width=8",
+        "--set", "model.dense_units=32"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["pool_size"] == 50 + 50  # the Gaussian noise and the CVAE outliers
+    # "add" needs room for both.
+    with pytest.raises(ConfigError, match="tie.initial_pool_size"):
+        Config.load(None, {"tie.cvae_run": str(cvae_run), "tie.cvae_initial": "add",
+                           "tie.initial_pool_size": 300, "tie.pool_capacity": 400})
+    with pytest.raises(ConfigError, match="tie.cvae_initial"):
+        Config.load(None, {"tie.cvae_initial": "mix"})
+
+
 def test_tie_pool_refuses_a_folder_without_a_cvae(tmp_path, shared_data_dir):
     result = CliRunner().invoke(cli, [
         "train", "--method", "tie", "--dataset", "mnist", "--epochs", "1", "--limit", "128",

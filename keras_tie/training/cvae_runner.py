@@ -306,10 +306,11 @@ class AddOutliers(keras.callbacks.Callback):
 def tie_pool_callbacks(config, pool, images, labels, dataset_name):
     """The TIE side of `tie.cvae_run`: seeds `pool` with CVAE outliers, returns the callbacks.
 
-    With `tie.cvae_run` set, the garbage pool's initial Gaussian noise is
-    replaced by `tie.initial_pool_size` outliers of that run's CVAE (half
-    Type I, half Type II, rounded to 8-bit pixels and clipped to [0, 1] like
-    every image of the TIE pool); with `tie.cvae_per_epoch` > 0 an
+    With `tie.cvae_run` set, `tie.initial_pool_size` outliers of that run's
+    CVAE (half Type I, half Type II, rounded to 8-bit pixels and clipped to
+    [0, 1] like every image of the TIE pool) replace the garbage pool's
+    initial Gaussian noise (`tie.cvae_initial = "replace"`) or join it
+    (`"add"`); with `tie.cvae_per_epoch` > 0 an
     `AddOutliers` callback is returned. A resumed run's pool is then restored
     from its checkpoint over the seed.
 
@@ -327,7 +328,12 @@ def tie_pool_callbacks(config, pool, images, labels, dataset_name):
                                           batch_size=config.cvae.jacobian_batch)
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"tie.cvae_run: {error}") from error
-    pool.set(sampler.mixed(t.initial_pool_size, np.random.default_rng([config.seed, 0, 5])))
+    rng = np.random.default_rng([config.seed, 0, 5])
+    outliers = sampler.mixed(t.initial_pool_size, rng)
+    if t.cvae_initial == "add":
+        pool.add(outliers, rng)
+    else:
+        pool.set(outliers)
     return [AddOutliers(sampler, pool, t.cvae_per_epoch, config.seed)] if t.cvae_per_epoch \
         else []
 
