@@ -98,7 +98,8 @@ def table(run_dirs, scores=("garbage",), data_dir=None, limit=None):
 def _method(info):
     tie = (info.get("config") or {}).get("tie") or {}
     if info.get("method") == "tie" and tie.get("cvae_run"):
-        return f"tie + cvae pool ({tie.get('cvae_per_epoch', 0)}/epoch)"
+        start = ("noise + cvae seed" if tie.get("cvae_initial") == "add" else "cvae seed")
+        return f"tie, {start}, + {tie.get('cvae_per_epoch', 0)} cvae/epoch"
     return info.get("method", "?")
 
 
