@@ -101,10 +101,15 @@ def test_distances_are_zero_on_identical_images():
     perceptual = PerceptualDistance.from_network(_classifier())
     assert perceptual.layer_names == ("conv1_relu", "conv2_relu", "conv3_relu")
     np.testing.assert_array_equal(l2_distance(x, x), 0.0)
-    np.testing.assert_array_equal(perceptual(x, x), 0.0)
+    # x and y go through the network in one batch of 2B, and oneDNN may block the two
+    # copies of an image differently: their features can then differ by float32 round-off,
+    # and the distance (a sum of squared differences of unit vectors, each term in [0, 4])
+    # by ~1e-16 (seen on a fresh CI machine). Zero up to that round-off, far below any
+    # real difference (> 1e-3 for the different images below).
+    np.testing.assert_allclose(perceptual(x, x), 0.0, rtol=0, atol=1e-10)
     other = _images((4, 28, 28, 1), seed=1)
     assert np.all(l2_distance(x, other).numpy() > 0)
-    assert np.all(perceptual(x, other).numpy() > 0)
+    assert np.all(perceptual(x, other).numpy() > 1e-3)
 
 
 def test_layer_distance_by_hand():
