@@ -363,6 +363,8 @@ class Config:
                "0 when tie.cvae_run is empty (set tie.cvae_run to a cvae run folder)")
         _check(t.cvae_initial in CVAE_INITIAL, "tie.cvae_initial", t.cvae_initial,
                f"one of {CVAE_INITIAL}")
+        _check(t.cvae_initial == "replace" or t.cvae_run, "tie.cvae_initial", t.cvae_initial,
+               "'replace' when tie.cvae_run is empty (set tie.cvae_run to a cvae run folder)")
         _check(t.cvae_initial != "add" or not t.cvae_run
                or 2 * t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
                t.initial_pool_size, f"<= tie.pool_capacity / 2 ({t.pool_capacity // 2}) with "

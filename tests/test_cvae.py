@@ -322,6 +322,8 @@ def test_tie_pool_keeps_its_noise_when_cvae_outliers_are_added(cvae_run, tmp_pat
                            "tie.initial_pool_size": 300, "tie.pool_capacity": 400})
     with pytest.raises(ConfigError, match="tie.cvae_initial"):
         Config.load(None, {"tie.cvae_initial": "mix"})
+    with pytest.raises(ConfigError, match="tie.cvae_run"):  # "add" needs a cvae run
+        Config.load(None, {"tie.cvae_initial": "add"})
 
 
 def test_tie_pool_refuses_a_folder_without_a_cvae(tmp_path, shared_data_dir):
