@@ -41,6 +41,11 @@ class ModelConfig:
             have this size.
         latent_dim: size of the generator's noise input z.
         generator_width: channels of the generator's first feature map.
+        generator_init: where the untrained generator's pixels start: "gray"
+            (sigmoid bias 0, mid-gray images; the default) or "data_mean" (the
+            bias at the logit of the training set's mean pixel per channel, so
+            the first inverted samples have the data's mean intensity, dark for
+            MNIST and Fashion-MNIST). The paper does not say (docs/tie.md).
         bn_momentum: BatchNormalization momentum of both networks (Keras'
             0.99; use 0.9 for runs of a few hundred steps, see build_classifier).
         dropout: rate of a Dropout layer between the penultimate features and
@@ -54,6 +59,7 @@ class ModelConfig:
     dense_units: int = 256
     latent_dim: int = 64
     generator_width: int = 128
+    generator_init: str = "gray"
     bn_momentum: float = 0.99
     dropout: float = 0.0
 
@@ -336,6 +342,8 @@ class Config:
             _check(value >= 1, f"model.{key}", value, "an integer >= 1")
         _check(0.0 <= self.model.bn_momentum < 1.0, "model.bn_momentum", self.model.bn_momentum,
                "a number in [0, 1)")
+        _check(self.model.generator_init in ("gray", "data_mean"), "model.generator_init",
+               self.model.generator_init, "'gray' or 'data_mean'")
         _check(0.0 <= self.model.dropout < 1.0, "model.dropout", self.model.dropout,
                "a number in [0, 1)")
         for key in ("classifier_lr", "generator_lr"):

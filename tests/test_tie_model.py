@@ -44,6 +44,22 @@ def test_generator_refuses_odd_sizes():
         build_generator((30, 30, 1), 11)
 
 
+def test_generator_init_at_the_data_mean():
+    z = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    y = np.full((16, 11), 1 / 11, np.float32)
+    gray = build_generator((28, 28, 1), 11, latent_dim=8, width=16)([z, y])
+    np.testing.assert_allclose(float(tf.reduce_mean(gray)), 0.5, atol=1e-3)
+    dark = build_generator((28, 28, 1), 11, latent_dim=8, width=16, output_mean=[0.13])([z, y])
+    np.testing.assert_allclose(float(tf.reduce_mean(dark)), 0.13, atol=1e-3)
+    rgb = build_generator((32, 32, 3), 11, latent_dim=8, width=16,
+                          output_mean=[0.2, 0.5, 0.8])([z, y])
+    np.testing.assert_allclose(tf.reduce_mean(rgb, axis=(0, 1, 2)), [0.2, 0.5, 0.8], atol=1e-3)
+    with pytest.raises(ValueError, match="output_mean needs 1 or 3 values"):
+        build_generator((32, 32, 3), 11, output_mean=[0.2, 0.5])
+    with pytest.raises(ConfigError, match="model.generator_init"):
+        Config.load(None, {"model.generator_init": "black"})
+
+
 def test_swap_max_to_targets_the_class_and_keeps_the_values():
     v = tf.constant([[0.1, 2.0, -1.0, 0.5], [3.0, 0.0, 1.0, 2.0]])
     swapped = swap_max_to(v, tf.constant([3, 0])).numpy()

@@ -18,6 +18,7 @@ BatchNormalization and ReLU; kernels start from N(0, 0.02) as in DCGAN.
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -31,10 +32,15 @@ class LogCondition(layers.Layer):
 
 
 def build_generator(image_shape, num_conditions, latent_dim=64, width=128, bn_momentum=0.99,
-                    name="generator"):
+                    name="generator", output_mean=None):
     """Builds G taking `[z, y_soft]` (shapes [B, latent_dim], [B, num_conditions]).
 
     `bn_momentum` is the BatchNormalization momentum (see `build_classifier`).
+    `output_mean`: None (the default) starts the sigmoid's bias at 0, so the
+    untrained G draws mid-gray images (0.5 plus small ripples); a sequence of
+    C numbers in (0, 1), e.g. the training set's mean pixel per channel, starts
+    the bias at their logits, so the untrained G draws images of the data's
+    mean intensity (the usual "initialise the last bias to the data mean").
 
     Returns:
         A functional `keras.Model` returning images of `image_shape` in [0, 1].
@@ -61,8 +67,15 @@ def build_generator(image_shape, num_conditions, latent_dim=64, width=128, bn_mo
         filters = max(filters // 2, 16)
         x = _deconv_bn_relu(x, filters, 2, init, f"up{i + 1}", bn_momentum)
     x = _deconv_bn_relu(x, filters, 1, init, "refine", bn_momentum)
+    bias_init = "zeros"
+    if output_mean is not None:
+        p = np.clip(np.asarray(output_mean, dtype=np.float64).reshape(-1), 1e-3, 1 - 1e-3)
+        if p.size not in (1, channels):
+            raise ValueError(f"output_mean needs 1 or {channels} values. Received: {p.size}")
+        bias_init = keras.initializers.Constant(np.broadcast_to(np.log(p / (1 - p)), (channels,)))
     images = layers.Conv2DTranspose(channels, 3, padding="same", activation="sigmoid",
-                                    kernel_initializer=init, name="pixels")(x)
+                                    kernel_initializer=init, bias_initializer=bias_init,
+                                    name="pixels")(x)
     return keras.Model([z, y_soft], images, name=name)
 
 

@@ -154,8 +154,10 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
             cvae_callbacks = tie_pool_callbacks(config, pool, images, labels, info.name)
         generator = None
         if config.method == "tie":
-            generator = build_generator(info.image_shape, num_outputs, config.model.latent_dim,
-                                        config.model.generator_width, config.model.bn_momentum)
+            generator = build_generator(
+                info.image_shape, num_outputs, config.model.latent_dim,
+                config.model.generator_width, config.model.bn_momentum,
+                output_mean=mean if config.model.generator_init == "data_mean" else None)
         garbage_per_batch = tie.garbage_per_batch or max(config.batch_size // num_classes, 1)
         interval = max(steps_per_epoch // max(tie.generator_steps_per_epoch, 1), 1)
         model = TIEModel(classifier, pool, generator, garbage_per_batch, tie.generator_batch_size,
