@@ -20,7 +20,7 @@ DIVERSITY = ("batch", "class")
 RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/pool.py
 CVAE_INITIAL = ("replace", "add")
 AUGMENTATIONS = ("none", "flip", "shift", "flip+shift")
-BACKBONES = ("auto", "conv3", "conv5", "resnet")
+BACKBONES = ("auto", "conv3", "conv5", "resnet", "cnn2")
 
 
 class ConfigError(ValueError):
@@ -34,8 +34,10 @@ class ModelConfig:
     Args:
         backbone: `conv3` (3 conv + 2 dense, the paper's 28x28 network),
             `conv5` (5 conv + 2 dense, its 32x32 network), `resnet` (residual
-            CNN for CIFAR-100 / TinyImageNet) or `auto` (conv3 up to 28x28,
-            conv5 above).
+            CNN for CIFAR-100 / TinyImageNet), `cnn2` (2 conv + 2 dense with
+            dropout and no BatchNormalization: the classifier of the CVAE
+            paper's released code, for 28x28 inputs) or `auto` (conv3 up to
+            28x28, conv5 above).
         width: channels of the first conv layer; later layers double it.
         dense_units: units of the first dense layer; the penultimate features
             have this size.

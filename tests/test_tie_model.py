@@ -11,7 +11,7 @@ from keras_tie.training.tie_model import TIEModel, swap_max_to
 
 
 @pytest.mark.parametrize("shape,backbone", [((28, 28, 1), "conv3"), ((32, 32, 3), "conv5"),
-                                            ((32, 32, 3), "resnet")])
+                                            ((32, 32, 3), "resnet"), ((28, 28, 1), "cnn2")])
 def test_backbones_and_generator_shapes(shape, backbone):
     classifier = build_classifier(shape, 11, backbone, width=8, dense_units=16)
     features, logits = feature_model(classifier)(np.zeros((2, *shape), np.float32))
@@ -20,6 +20,19 @@ def test_backbones_and_generator_shapes(shape, backbone):
     images = generator([np.zeros((3, 8), np.float32), np.full((3, 11), 1 / 11, np.float32)])
     assert images.shape == (3, *shape)
     assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
+
+
+def test_cnn2_is_the_oodgen_classifier_without_batch_norm():
+    classifier = build_classifier((28, 28, 1), 11, "cnn2", width=32, dense_units=128, dropout=0.5)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in classifier.layers)
+    # Two 3x3 valid convolutions (28 -> 26 -> 24), one 2x2 pooling (12 x 12 x 64).
+    assert classifier.get_layer("flatten").output.shape[-1] == 12 * 12 * 64
+    assert classifier.get_layer("conv_dropout").rate == 0.25
+    assert classifier.get_layer("dropout").rate == 0.5
+    assert classifier.get_layer("features").output.shape[-1] == 128
+    # Weights of conv1, conv2, the dense layer and the 11 logits.
+    assert classifier.count_params() == 320 + 18_496 + 1_179_776 + 1_419
 
 
 def test_dropout_acts_on_the_logits_in_training_only():

@@ -16,12 +16,19 @@ them.
 - `resnet` (CIFAR-100, TinyImageNet): a conv stem and three stages of two
   pre-activation-free basic residual blocks (width, 2x, 4x channels, stride 2
   between stages), global average pooling, then the same two dense layers.
+- `cnn2` (28x28): the classifier of the CVAE paper's released code
+  (002_50acf6af2ae3a4e5.txt cites github.com/sverneka/OODGen; its appendix
+  figure is missing from our copy): two 3x3 `valid` conv layers (width, 2x
+  channels) with ReLU, one 2x2 max-pooling, dropout 0.25, then a dense layer
+  (`dense_units`, ReLU) and the logits. No BatchNormalization; the authors put
+  dropout 0.5 before the logits, which is `dropout=0.5` here.
 """
 
 import keras
 from keras import layers
 
 FEATURES_LAYER = "features"
+CNN2_CONV_DROPOUT = 0.25  # OODGen's classifier: Dropout(0.25) after the pooling
 
 
 def resolve_backbone(name, image_shape):
@@ -40,7 +47,7 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
         image_shape: (H, W, C) of the input pixels in [0, 1].
         num_outputs: number of logits (n for a plain classifier, n + 1 with a
             garbage class at index n).
-        backbone: `conv3`, `conv5`, `resnet` or `auto`.
+        backbone: `conv3`, `conv5`, `resnet`, `cnn2` or `auto`.
         width: channels of the first conv layer.
         dense_units: size of the penultimate features.
         mean, variance: per-channel statistics of the training pixels for the
@@ -88,14 +95,28 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
                 x = _residual_block(x, filters, stride, f"stage{stage + 1}_block{block + 1}",
                                     bn_momentum)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
+    elif backbone == "cnn2":
+        return _cnn2(inputs, x, num_outputs, width, dense_units, dropout, name)
     else:
         raise ValueError(
             f"Unknown backbone. Received: backbone={backbone!r}; expected conv3, conv5, "
-            "resnet or auto."
+            "resnet, cnn2 or auto."
         )
     x = layers.Dense(dense_units, use_bias=False, name="dense1")(x)
     x = layers.BatchNormalization(momentum=bn_momentum, name="dense1_bn")(x)
     features = layers.ReLU(name=FEATURES_LAYER)(x)
+    x = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
+    logits = layers.Dense(num_outputs, name="logits")(x)
+    return keras.Model(inputs, logits, name=name)
+
+
+def _cnn2(inputs, x, num_outputs, width, dense_units, dropout, name):
+    for i, filters in enumerate((width, 2 * width)):
+        x = layers.Conv2D(filters, 3, activation="relu", name=f"conv{i + 1}")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Dropout(CNN2_CONV_DROPOUT, name="conv_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    features = layers.Dense(dense_units, activation="relu", name=FEATURES_LAYER)(x)
     x = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
     logits = layers.Dense(num_outputs, name="logits")(x)
     return keras.Model(inputs, logits, name=name)
