@@ -71,6 +71,11 @@ def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_di
             key, value = parse_override(text)
             values[key] = value
         if resume:
+            if config_path:
+                raise click.UsageError(
+                    f"--config is read when a run starts; a resumed run keeps the config saved "
+                    f"in its run.json. Received: --config {config_path} with --resume.")
+            _refuse_changes_on_resume(output, values)
             config = None
             if epochs is not None:
                 config = Config().replace(epochs=epochs)
@@ -124,3 +129,29 @@ def _preset(dataset, method):
 
     return preset_path(f"{method}_{dataset}" if method in ("flow", "repair", "cvae")
                        else dataset)
+
+
+# What a resumed run may be given that differs from its saved config: more epochs, and the
+# data folder (the same data may live elsewhere on the machine that resumes it).
+RESUME_MAY_CHANGE = ("epochs", "data_dir")
+
+
+def _refuse_changes_on_resume(output, values):
+    """Refuses options and --set values that differ from the saved config of the run in
+    `output` (they would be ignored: a resumed run keeps its own config)."""
+    from keras_tie._io import read_json
+    from keras_tie.config import Config
+
+    run_file = os.path.join(output, "run.json")
+    if not os.path.isfile(run_file):
+        return  # the runner says that there is nothing to resume
+    saved = Config.from_dict(read_json(run_file)["config"])
+    given = {key: value for key, value in values.items() if key not in RESUME_MAY_CHANGE}
+    changed = saved.differences(saved.with_overrides(given))
+    if changed:
+        listed = "; ".join(f"{key} = {new!r} (saved: {old!r})"
+                           for key, (old, new) in sorted(changed.items()))
+        raise click.UsageError(
+            f"A resumed run keeps the config saved in {run_file}; only --epochs may be "
+            f"raised. These differ from it: {listed}. Start a new run (another --output) to "
+            "change them.")

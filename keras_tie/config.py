@@ -425,23 +425,48 @@ class Config:
                     values = tomllib.load(f)
                 except tomllib.TOMLDecodeError as error:
                     raise ConfigError(f"Config file {path} is not valid TOML: {error}") from error
-        for dotted, value in (overrides or {}).items():
-            if value is None:
-                continue
-            node = values
-            *parents, leaf = dotted.split(".")
-            for parent in parents:
-                node = node.setdefault(parent, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"'{parent}' in '{dotted}' is not a table.")
-            node[leaf] = value
-        return cls.from_dict(values)
+        return cls.from_dict(_overlay(values, overrides))
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, overrides):
+        """This config with `{"a.b": value}` overrides applied (None values skipped), checked
+        as `load` checks them."""
+        return Config.from_dict(_overlay(self.to_dict(), overrides))
+
+    def differences(self, other):
+        """Dotted keys whose values differ, as {key: (self's value, other's value)}."""
+        mine, theirs = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
+
+
+def _overlay(values, overrides):
+    """`values` (nested dicts, changed in place) with `{"a.b": value}` overrides set."""
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = values
+        *parents, leaf = dotted.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"'{parent}' in '{dotted}' is not a table.")
+        node[leaf] = value
+    return values
+
+
+def _flatten(values, prefix=""):
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 # Sections are dataclasses too; give them the same constructor.

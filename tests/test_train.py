@@ -72,6 +72,25 @@ def test_cli_refuses_bad_config_before_training(tmp_path):
     assert result.exit_code != 0 and "--output" in result.output
 
 
+def test_cli_refuses_config_changes_on_resume(tmp_path):
+    # A resumed run keeps its saved config: a --set or option that differs from it would be
+    # ignored, so it is refused, naming the key; equal values and --epochs pass this check.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    saved = Config.load(None, {"dataset": "digits", "tie.alpha": 0.1}).to_dict()
+    (run_dir / "run.json").write_text(json.dumps({"config": saved}))
+    base = ["train", "--output", str(run_dir), "--resume"]
+    result = CliRunner().invoke(cli, [*base, "--set", "tie.alpha=0.2", "--seed", "0"])
+    assert result.exit_code != 0
+    assert "tie.alpha = 0.2 (saved: 0.1)" in result.output and "seed" not in result.output
+    result = CliRunner().invoke(cli, [*base, "--method", "plain"])
+    assert result.exit_code != 0 and "method = 'plain' (saved: 'tie')" in result.output
+    result = CliRunner().invoke(cli, [*base, "--set", "tie.alpah=1"])
+    assert result.exit_code != 0 and "tie.alpha" in result.output
+    result = CliRunner().invoke(cli, [*base, "--config", str(run_dir / "run.json")])
+    assert result.exit_code != 0 and "--config" in result.output
+
+
 @pytest.mark.parametrize("method,outputs", [("static", 11), ("plain", 10)])
 def test_baselines_train_on_the_same_data(tmp_path, shared_data_dir, method, outputs):
     run = train(small_config(shared_data_dir, method=method, epochs=1), str(tmp_path / method),
