@@ -263,6 +263,7 @@ def test_cli_trains_a_cvae_run_that_evaluate_and_resume_accept(cvae_run, shared_
     assert info["config"]["cvae"]["latent_dim"] == 8  # the preset's
     assert len(info["cvae"]["latent_radii"]) == 10 and info["cvae"]["type1_seconds_per_1000"] > 0
     assert info["history"][-1]["type1_seconds_per_1000"] > 0
+    assert info["config"]["cvae"]["beta_max"] == 28.0  # the preset's: the released code's range
     assert info["batch_norm"]["recalibrated"] == ["conv1_bn", "conv2_bn", "conv3_bn", "dense1_bn"]
     for name in ("type1", "type1_perturbation", "type2"):
         assert (cvae_run / "images" / f"{name}.png").stat().st_size > 0
