@@ -253,8 +253,8 @@ class CVAEConfig:
             epochs are the top-level `epochs`).
         learning_rate: Adam learning rate of the CVAE.
         beta_min, beta_max: the Type I step beta ~ U[beta_min, beta_max]
-            (paper, section 3.1: [0.1, 1]; its released code, which the presets
-            follow: [0.1, 28], see docs/cvae.md).
+            (paper, section 3.1: [0.1, 1]; its released code, whose range the
+            presets take: [0.1, 28], see docs/cvae.md).
         coverage: share of each class's latent codes inside its Type II
             ellipsoid (paper, section 3.2: 0.95).
         type1_per_epoch, type2_per_epoch: outliers of each type regenerated
@@ -265,8 +265,8 @@ class CVAEConfig:
             (paper, section 4.3: 0.1).
         jacobian_batch: training images per Type I Jacobian pass.
         clip_type1: clip Type I samples to [0, 1] (default false: the paper's
-            x + beta v is a point of R^D; its released code clips, and so do
-            the presets).
+            x + beta v is a point of R^D; its released code clips, and so
+            does the Fashion-MNIST preset, not the MNIST one: docs/cvae.md).
     """
 
     latent_dim: int = 8
