@@ -131,9 +131,9 @@ def _preset(dataset, method):
                        else dataset)
 
 
-# What a resumed run may be given that differs from its saved config: more epochs, and the
-# data folder (the same data may live elsewhere on the machine that resumes it).
-RESUME_MAY_CHANGE = ("epochs", "data_dir")
+# What a resumed run may be given that differs from its saved config (the runner replaces
+# nothing else, keras_tie.training.runner.train).
+RESUME_MAY_CHANGE = ("epochs",)
 
 
 def _refuse_changes_on_resume(output, values):

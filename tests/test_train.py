@@ -89,6 +89,8 @@ def test_cli_refuses_config_changes_on_resume(tmp_path):
     assert result.exit_code != 0 and "tie.alpha" in result.output
     result = CliRunner().invoke(cli, [*base, "--config", str(run_dir / "run.json")])
     assert result.exit_code != 0 and "--config" in result.output
+    result = CliRunner().invoke(cli, [*base, "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0 and "data_dir" in result.output
 
 
 @pytest.mark.parametrize("method,outputs", [("static", 11), ("plain", 10)])

@@ -96,27 +96,22 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
                                     bn_momentum)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
     elif backbone == "cnn2":
-        return _cnn2(inputs, x, num_outputs, width, dense_units, dropout, name)
+        for i, filters in enumerate((width, 2 * width)):
+            x = layers.Conv2D(filters, 3, activation="relu", name=f"conv{i + 1}")(x)
+        x = layers.MaxPooling2D(2, name="pool1")(x)
+        x = layers.Dropout(CNN2_CONV_DROPOUT, name="conv_dropout")(x)
+        x = layers.Flatten(name="flatten")(x)
     else:
         raise ValueError(
             f"Unknown backbone. Received: backbone={backbone!r}; expected conv3, conv5, "
             "resnet, cnn2 or auto."
         )
-    x = layers.Dense(dense_units, use_bias=False, name="dense1")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, name="dense1_bn")(x)
-    features = layers.ReLU(name=FEATURES_LAYER)(x)
-    x = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
-    logits = layers.Dense(num_outputs, name="logits")(x)
-    return keras.Model(inputs, logits, name=name)
-
-
-def _cnn2(inputs, x, num_outputs, width, dense_units, dropout, name):
-    for i, filters in enumerate((width, 2 * width)):
-        x = layers.Conv2D(filters, 3, activation="relu", name=f"conv{i + 1}")(x)
-    x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Dropout(CNN2_CONV_DROPOUT, name="conv_dropout")(x)
-    x = layers.Flatten(name="flatten")(x)
-    features = layers.Dense(dense_units, activation="relu", name=FEATURES_LAYER)(x)
+    if backbone == "cnn2":
+        features = layers.Dense(dense_units, activation="relu", name=FEATURES_LAYER)(x)
+    else:
+        x = layers.Dense(dense_units, use_bias=False, name="dense1")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name="dense1_bn")(x)
+        features = layers.ReLU(name=FEATURES_LAYER)(x)
     x = layers.Dropout(dropout, name="dropout")(features) if dropout > 0 else features
     logits = layers.Dense(num_outputs, name="logits")(x)
     return keras.Model(inputs, logits, name=name)
