@@ -20,6 +20,7 @@ DIVERSITY = ("batch", "class")
 RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/pool.py
 CVAE_INITIAL = ("replace", "add")
 AUGMENTATIONS = ("none", "flip", "shift", "flip+shift")
+SCHEDULES = ("constant", "cosine")  # optimizer.classifier_schedule
 BACKBONES = ("auto", "conv3", "conv5", "resnet", "cnn2")
 
 
@@ -68,10 +69,23 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Adam learning rates (TIE paper, section 6.1: 1e-4 and 1e-3)."""
+    """Adam learning rates (TIE paper, section 6.1: 1e-4 and 1e-3).
+
+    Args:
+        classifier_lr: the classifier's learning rate (its peak with a schedule).
+        generator_lr: the TIE generator's learning rate (always constant).
+        classifier_schedule: `constant` (the papers' rule) or `cosine`: the
+            classifier's rate falls from `classifier_lr` to 0 along a half
+            cosine over the run's `epochs` * steps per epoch
+            (`keras.optimizers.schedules.CosineDecay`). The decay length is
+            fixed by `epochs`: extending a finished run with `--epochs N
+            --resume` lays the curve over the new total, so the rate rises
+            again from where the old curve had brought it.
+    """
 
     classifier_lr: float = 1e-4
     generator_lr: float = 1e-3
+    classifier_schedule: str = "constant"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,6 +367,8 @@ class Config:
         for key in ("classifier_lr", "generator_lr"):
             value = getattr(self.optimizer, key)
             _check(value > 0, f"optimizer.{key}", value, "a positive number")
+        _check(self.optimizer.classifier_schedule in SCHEDULES, "optimizer.classifier_schedule",
+               self.optimizer.classifier_schedule, f"one of {SCHEDULES}")
         t = self.tie
         for key in ("alpha", "beta", "gamma_start", "gamma_max", "threshold_lambda"):
             _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "a number >= 0")

@@ -206,3 +206,29 @@ def test_validation_split_holds_out_images(tmp_path, shared_data_dir):
     assert "val_accuracy" in run.history[-1]
     info = json.loads((tmp_path / "val" / "run.json").read_text())
     assert info["train_images"] == 384 and info["validation"]["fraction"] == 0.25
+
+
+class _LearningRates(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate))
+
+
+def test_cosine_schedule_decays_to_zero_and_resumes_on_its_curve(tmp_path, shared_data_dir):
+    with pytest.raises(Exception, match="optimizer.classifier_schedule.*'constant', 'cosine'"):
+        Config.from_dict({"optimizer": {"classifier_schedule": "step"}})
+    config = small_config(shared_data_dir, method="plain", **{
+        "optimizer.classifier_schedule": "cosine"})
+    run_dir = str(tmp_path / "run")
+    first = _LearningRates()
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir, verbose=0, callbacks=[first, _Interrupt()])
+    steps = 512 // 64  # limit // batch_size
+    cosine = [1e-3 * 0.5 * (1 + np.cos(np.pi * t / (2 * steps))) for t in range(2 * steps)]
+    np.testing.assert_allclose(first.rates, cosine[:steps], rtol=1e-5)
+    second = _LearningRates()
+    train(None, run_dir, resume=True, verbose=0, callbacks=[second])
+    np.testing.assert_allclose(second.rates, cosine[steps:], rtol=1e-5)  # the restored step count

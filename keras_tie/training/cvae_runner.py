@@ -65,6 +65,7 @@ from keras_tie.training.runner import (
     RunResult,
     _plain,
     _save_model,
+    classifier_optimizer,
     epoch_batches,
     evaluate_test,
     load_training_data,
@@ -129,7 +130,7 @@ def train_cvae(config, run_dir, resume=False, verbose="auto", callbacks=()):
     pool = OutlierPool(info.image_shape, c.type1_per_epoch + c.type2_per_epoch)
     model = TIEModel(classifier, pool, generator=None,
                      garbage_per_batch=c.ood_per_batch or config.batch_size, seed=config.seed)
-    model.compile(keras.optimizers.Adam(config.optimizer.classifier_lr))
+    model.compile(classifier_optimizer(config, steps_per_epoch))
     model.class_weights.assign(ood_class_weights(num_classes, c.ood_weight))
     trackables = {"classifier": classifier, "optimizer": model.optimizer, "rng": model.rng,
                   "class_weights": model.class_weights}

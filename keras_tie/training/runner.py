@@ -162,7 +162,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
         interval = max(steps_per_epoch // max(tie.generator_steps_per_epoch, 1), 1)
         model = TIEModel(classifier, pool, generator, garbage_per_batch, tie.generator_batch_size,
                     interval, tie.alpha, tie.beta, config.seed, tie.diversity)
-        model.compile(keras.optimizers.Adam(config.optimizer.classifier_lr),
+        model.compile(classifier_optimizer(config, steps_per_epoch),
                       keras.optimizers.Adam(config.optimizer.generator_lr)
                       if generator is not None else None)
         tie_callback = InversionExclusion(
@@ -176,7 +176,7 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
             trackables.update(generator=generator, generator_optimizer=model.generator_optimizer)
     else:
         model = classifier
-        model.compile(keras.optimizers.Adam(config.optimizer.classifier_lr),
+        model.compile(classifier_optimizer(config, steps_per_epoch),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         model.optimizer.build(classifier.trainable_variables)
@@ -213,6 +213,17 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
                     pool_size=len(pool) if pool is not None else None)
     write_json(run_file, run_info)
     return RunResult(run_dir, config, history, tau, test_metrics)
+
+
+def classifier_optimizer(config, steps_per_epoch):
+    """The classifier's Adam: at `optimizer.classifier_lr`, or along its cosine decay to 0
+    over `epochs * steps_per_epoch` updates (`optimizer.classifier_schedule = "cosine"`)."""
+    o = config.optimizer
+    rate = o.classifier_lr
+    if o.classifier_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            o.classifier_lr, decay_steps=max(config.epochs * steps_per_epoch, 1), alpha=0.0)
+    return keras.optimizers.Adam(rate)
 
 
 def run_record(config, info, train_images, steps_per_epoch, **fields):
