@@ -319,6 +319,13 @@ class Config:
             metrics (0 = none; the test split is never used for training).
         data_dir: local data directory (else KERAS_TIE_DATA_DIR).
         checkpoint_every: epochs between resumable checkpoints.
+        checkpoint_keep: how many of the newest checkpoints stay in
+            RUN_DIR/checkpoints (default 2: the last one and the one before,
+            should the last be damaged); 0 keeps every one, for tracing a
+            run epoch by epoch afterwards (`benchmarks/checkpoint_trace.py`).
+            A TIE checkpoint holds the garbage pool: up to
+            `tie.pool_capacity` * H * W * C bytes each (39 MB at 50,000
+            28x28 images).
         augment: augmentation of the in-distribution training batches: `none`,
             `flip` (random horizontal flips, for data whose labels survive
             a mirror image: clothing, objects; not digits), `shift` (random
@@ -336,6 +343,7 @@ class Config:
     validation_split: float = 0.0
     data_dir: str = ""
     checkpoint_every: int = 1
+    checkpoint_keep: int = 2
     augment: str = "none"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
@@ -348,6 +356,8 @@ class Config:
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
         _check(self.model.backbone in BACKBONES, "model.backbone", self.model.backbone,
                f"one of {BACKBONES}")
+        _check(self.checkpoint_keep >= 0, "checkpoint_keep", self.checkpoint_keep,
+               "0 (keep every checkpoint) or a positive integer")
         for key in ("epochs", "batch_size", "checkpoint_every"):
             _check(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
         _check(self.augment in AUGMENTATIONS, "augment", self.augment,

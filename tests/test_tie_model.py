@@ -162,6 +162,22 @@ def test_pool_seen_count_survives_a_checkpoint(tmp_path):
     np.testing.assert_array_equal(restored.numpy(), pool.numpy())
 
 
+@pytest.mark.parametrize("keep,kept", [(2, ["epoch_0003", "epoch_0004"]), (0, [
+    "epoch_0001", "epoch_0002", "epoch_0003", "epoch_0004"])])
+def test_checkpoint_keep_prunes_all_but_the_newest(tmp_path, keep, kept):
+    from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint
+    counter = tf.Variable(0)
+    callback = RunCheckpoint(str(tmp_path), {"counter": counter}, lambda epoch, logs: {},
+                             keep=keep)
+    for epoch in range(4):
+        counter.assign(epoch)
+        callback.on_epoch_end(epoch)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("epoch_*")) == kept
+    assert latest_checkpoint(str(tmp_path))[1]["epoch"] == 4
+    with pytest.raises(ConfigError, match="checkpoint_keep.*0 \\(keep every"):
+        Config.from_dict({"checkpoint_keep": -1})
+
+
 def test_exclusion_adds_only_samples_above_the_threshold():
     model = _tiny_model()
     train_images = np.random.default_rng(0).integers(0, 255, (40, 28, 28, 1), dtype=np.uint8)

@@ -14,7 +14,7 @@ Layout, inside RUN_DIR/checkpoints/::
 A checkpoint is written into a temporary folder, flushed, and renamed into
 place; only then is latest.json replaced (atomically) to point at it. A kill
 at any moment leaves latest.json pointing at a complete checkpoint. The last
-`keep` checkpoints are kept.
+`keep` checkpoints are kept (config `checkpoint_keep`; 0 keeps all).
 """
 
 import glob
@@ -109,9 +109,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         pool: the garbage pool, or None.
         every: epochs between checkpoints.
         last_epoch: the run's final epoch (always checkpointed).
+        keep: the newest checkpoints kept; 0 keeps all.
     """
 
-    def __init__(self, run_dir, trackables, state_fn, pool=None, every=1, last_epoch=None):
+    def __init__(self, run_dir, trackables, state_fn, pool=None, every=1, last_epoch=None,
+                 keep=2):
         super().__init__()
         self.run_dir = run_dir
         self.trackables = trackables
@@ -119,15 +121,18 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.pool = pool
         self.every = max(int(every), 1)
         self.last_epoch = last_epoch
+        self.keep = int(keep)
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         if done % self.every == 0 or done == self.last_epoch:
             save_checkpoint(self.run_dir, done, self.trackables, self.state_fn(done, logs or {}),
-                            self.pool)
+                            self.pool, self.keep)
 
 
 def _prune(root, keep):
+    if keep <= 0:
+        return  # keep every checkpoint
     complete = sorted(glob.glob(os.path.join(root, "epoch_*")))
     for old in complete[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

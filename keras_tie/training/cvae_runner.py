@@ -197,7 +197,7 @@ def train_manifold(config, run_dir, images, labels, num_classes, resume=False, v
     fit_callbacks = [
         EpochTimer(),
         RunCheckpoint(phase_dir, trackables, checkpoint_state, None, config.checkpoint_every,
-                      c.vae_epochs),
+                      c.vae_epochs, config.checkpoint_keep),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "cvae_history.csv"), append=resume),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs", "cvae"), write_graph=False),
         keras.callbacks.TerminateOnNaN(),

@@ -291,7 +291,7 @@ def run_callbacks(run_dir, trackables, checkpoint_state, config, resume, callbac
     history.csv, TensorBoard logs, a stop on NaN, then the caller's `callbacks`."""
     return [
         RunCheckpoint(run_dir, trackables, checkpoint_state, pool, config.checkpoint_every,
-                      config.epochs),
+                      config.epochs, config.checkpoint_keep),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resume),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         keras.callbacks.TerminateOnNaN(),
