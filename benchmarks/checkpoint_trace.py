@@ -44,8 +44,9 @@ def restore_classifier(run_info, directory):
         tuple(run_info["image_shape"]), run_info["num_outputs"], model["backbone"],
         model["width"], model["dense_units"], np.asarray(norm["mean"], np.float32),
         np.asarray(norm["variance"], np.float32), model["bn_momentum"], model["dropout"])
-    tf.train.Checkpoint(classifier=classifier).read(
-        os.path.join(directory, "ckpt")).expect_partial()
+    status = tf.train.Checkpoint(classifier=classifier).read(os.path.join(directory, "ckpt"))
+    # Every classifier weight must be found; the optimizer's and the pool's are not wanted.
+    status.assert_existing_objects_matched().expect_partial()
     return classifier
 
 
@@ -114,16 +115,19 @@ def to_markdown(run_dir, run_info, rows, ood_names, command):
     head = ["epoch", "ID acc.", "ID to garbage"]
     for name in ood_names:
         head += [f"{name} to garbage", f"{name} AUROC", f"{name} FPR@95"]
-    lines = [f"# {TITLE.format(run=os.path.basename(os.path.normpath(run_dir)), dataset=run_info['dataset'])}",
-             "", f"Method `{run_info['method']}`, backbone `{run_info['config']['model']['backbone']}`. "
-             f"Score: the garbage-class probability; all test images. Metrics in %. Produced by "
-             f"`{command}`.", "",
+    title = TITLE.format(run=os.path.basename(os.path.normpath(run_dir)),
+                         dataset=run_info["dataset"])
+    backbone = run_info["config"]["model"]["backbone"]
+    lines = [f"# {title}", "",
+             f"Method `{run_info['method']}`, backbone `{backbone}`. Score: the garbage-class "
+             f"probability; all test images. Metrics in %. Produced by `{command}`.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [str(row["epoch"]), f"{100 * row['accuracy']:.2f}", f"{100 * row['id_to_garbage']:.2f}"]
+        cells = [str(row["epoch"]), f"{100 * row['accuracy']:.2f}",
+                 f"{100 * row['id_to_garbage']:.2f}"]
         for name in ood_names:
-            cells += [f"{100 * row[f'{name}_to_garbage']:.1f}", f"{100 * row[f'{name}_auroc']:.1f}",
-                      f"{100 * row[f'{name}_fpr95']:.1f}"]
+            cells += [f"{100 * row[f'{name}_{key}']:.1f}"
+                      for key in ("to_garbage", "auroc", "fpr95")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -72,8 +72,8 @@ def probe(run_dir, ood_names, limit=2000, data_dir=None):
 
 def to_markdown(info, results, command):
     names = list(info["class_names"]) + ["OOD class"]
-    lines = [f"# CVAE latent probe of {info['dataset']} run (`{info['config']['model']['backbone']}` "
-             "classifier)", "",
+    backbone = info["config"]["model"]["backbone"]
+    lines = [f"# CVAE latent probe of {info['dataset']} run (`{backbone}` classifier)", "",
              f"Produced by `{command}`. Ratio: min over classes c of the Mahalanobis distance of "
              "the image's mean encoding under label c from class c's latent Gaussian, over r_c "
              "(the radius of the Type II ellipsoid).", "",
