@@ -5,8 +5,8 @@
 For runs with a garbage (OOD) class: `tie`, `static`, `cvae`. A run folder keeps its newest
 `checkpoint_keep` checkpoints (default 2); train with `--set checkpoint_keep=0` to keep all of
 them, or pass `--checkpoints` a folder of `epoch_NNNN` copies. Each checkpoint's classifier is
-restored into the run's architecture and scored on the whole ID test set and on each OOD set
-(converted to the ID image shape; synthetic sets as in `keras-tie evaluate`): ID accuracy
+loaded into the run's model.keras and scored on the whole ID test set and on each OOD set
+(loaded by the same code as `keras-tie evaluate`): ID accuracy
 over the n+1 outputs, the share of ID test images sent to the garbage class, and per OOD set
 the share sent to the garbage class and the garbage probability's AUROC and FPR@95%TPR
 (`keras_tie.metrics`).
@@ -27,88 +27,58 @@ import os
 
 import numpy as np
 
-from keras_tie._io import atomic_write_bytes, read_json
+from keras_tie._io import atomic_write_bytes
 
 TITLE = "Epoch-by-epoch trace of {run} (ID = {dataset})"
 
 
-def restore_classifier(run_info, directory):
-    """The run's classifier with the weights of the checkpoint `directory`."""
+def restore(model, directory):
+    """Loads the classifier weights of the checkpoint `directory` into `model` (the run's
+    model.keras, which has the checkpointed classifier's architecture)."""
     import tensorflow as tf
 
-    from keras_tie.models.backbones import build_classifier
-
-    model = run_info["config"]["model"]
-    norm = run_info["normalization"]
-    classifier = build_classifier(
-        tuple(run_info["image_shape"]), run_info["num_outputs"], model["backbone"],
-        model["width"], model["dense_units"], np.asarray(norm["mean"], np.float32),
-        np.asarray(norm["variance"], np.float32), model["bn_momentum"], model["dropout"])
-    status = tf.train.Checkpoint(classifier=classifier).read(os.path.join(directory, "ckpt"))
+    status = tf.train.Checkpoint(classifier=model).read(os.path.join(directory, "ckpt"))
     # Every classifier weight must be found; the optimizer's and the pool's are not wanted.
     status.assert_existing_objects_matched().expect_partial()
-    return classifier
-
-
-def load_sets(run_info, ood_names, data_dir):
-    """(ID test Dataset, {name: OOD test images}), as `keras-tie evaluate` loads them."""
-    from keras_tie.data import load, registry
-
-    dataset = run_info["dataset"]
-    shape = tuple(run_info["image_shape"])
-    id_test = load(dataset, "test", data_dir=data_dir)
-    ood = {}
-    for name in ood_names:
-        if registry.resolve(name).kind == registry.SYNTHETIC:
-            like = load(dataset, "train", data_dir=data_dir) if name == "sphere" else shape
-            ood[name] = load(name, "test", like=like, seed=0).images
-        else:
-            ood[name] = load(name, "test", data_dir=data_dir, target_shape=shape).images
-    return id_test, ood
-
-
-def _probabilities(classifier, images):
-    import tensorflow as tf
-
-    from keras_tie.data.dataset import to_float
-
-    logits = classifier.predict(to_float(images), batch_size=1000, verbose=0)
-    return tf.nn.softmax(logits).numpy()
 
 
 def trace(run_dir, ood_names, checkpoints=None, data_dir=None):
     """One dict per checkpoint: epoch, accuracy, id_to_garbage, and per OOD set
-    `<name>_to_garbage`, `<name>_auroc`, `<name>_fpr95` (all fractions)."""
+    `<name>_to_garbage`, `<name>_auroc`, `<name>_fpr95` (all fractions).
+
+    The sets are loaded as `keras-tie evaluate` loads them (the same loader)."""
+    from keras_tie.evaluation.protocol import _Data
+    from keras_tie.evaluation.runs import load_run
+    from keras_tie.inference import predict_probabilities
     from keras_tie.metrics import auroc, fpr_at_tpr
 
-    run_info = read_json(os.path.join(run_dir, "run.json"))
-    if run_info.get("garbage_index") is None:
-        raise ValueError(f"{run_dir!r} is a {run_info.get('method')!r} run without a garbage "
-                         "class; the trace scores the garbage class (tie, static, cvae runs).")
-    folders = sorted(glob.glob(os.path.join(checkpoints or os.path.join(run_dir, "checkpoints"),
-                                            "epoch_*")))
+    run = load_run(run_dir)
+    if run.garbage_index is None:
+        raise ValueError(f"{run_dir!r} is a {run.method!r} run without a garbage class; the "
+                         "trace scores the garbage class (tie, static, cvae runs).")
+    root = checkpoints or os.path.join(run_dir, "checkpoints")
+    folders = sorted(glob.glob(os.path.join(root, "epoch_*")))
     if not folders:
-        raise FileNotFoundError(f"No epoch_* checkpoint folders in "
-                                f"{checkpoints or os.path.join(run_dir, 'checkpoints')!r}.")
-    garbage = run_info["garbage_index"]
-    id_test, ood = load_sets(run_info, ood_names,
-                             data_dir or run_info["config"].get("data_dir") or None)
+        raise FileNotFoundError(f"No epoch_* checkpoint folders in {root!r}.")
+    data = _Data([run], None, 0, data_dir, print)
+    ood = {name: data.ood_set(name).images for name in ood_names}
+    garbage = run.garbage_index
     rows = []
     for folder in folders:
-        classifier = restore_classifier(run_info, folder)
-        p_id = _probabilities(classifier, id_test.images)
+        restore(run.model, folder)
+        p_id = predict_probabilities(run.model, data.id_test.images)
         row = {"epoch": int(os.path.basename(folder).split("_")[1]),
-               "accuracy": float(np.mean(p_id.argmax(1) == id_test.labels)),
+               "accuracy": float(np.mean(p_id.argmax(1) == data.id_test.labels)),
                "id_to_garbage": float(np.mean(p_id.argmax(1) == garbage))}
         for name, images in ood.items():
-            p_ood = _probabilities(classifier, images)
+            p_ood = predict_probabilities(run.model, images)
             row[f"{name}_to_garbage"] = float(np.mean(p_ood.argmax(1) == garbage))
             row[f"{name}_auroc"] = auroc(p_id[:, garbage], p_ood[:, garbage])
             row[f"{name}_fpr95"] = fpr_at_tpr(p_id[:, garbage], p_ood[:, garbage])
         rows.append(row)
         print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                        for k, v in row.items()), flush=True)
-    return run_info, rows
+    return run.info, rows
 
 
 def to_markdown(run_dir, run_info, rows, ood_names, command):

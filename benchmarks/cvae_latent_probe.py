@@ -18,35 +18,32 @@ The latent statistics are refitted on the run's training set (as `OutlierSampler
 """
 
 import argparse
-import os
 
 import numpy as np
 
-from keras_tie._io import atomic_write_bytes, read_json
+from keras_tie._io import atomic_write_bytes
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def probe(run_dir, ood_names, limit=2000, data_dir=None):
     """{set name: dict of the measurements} for the ID test set and each OOD set."""
-    import keras
-    import tensorflow as tf
-
-    import keras_tie.models.backbones  # noqa: F401  (registers the classifier's layers)
     from keras_tie.cvae.on_manifold import mahalanobis_squared
     from keras_tie.cvae.sampler import OutlierSampler
     from keras_tie.data import load
     from keras_tie.data.dataset import to_float
+    from keras_tie.evaluation.runs import load_run
+    from keras_tie.inference import predict_logits
 
-    info = read_json(os.path.join(run_dir, "run.json"))
-    if info.get("method") != "cvae":
-        raise ValueError(f"{run_dir!r} is a {info.get('method')!r} run; the probe needs the "
-                         "CVAE of a `--method cvae` run.")
+    run = load_run(run_dir)
+    info = run.info
+    if run.method != "cvae":
+        raise ValueError(f"{run_dir!r} is a {run.method!r} run; the probe needs the CVAE of a "
+                         "`--method cvae` run.")
     data_dir = data_dir or info["config"].get("data_dir") or None
-    dataset, shape = info["dataset"], tuple(info["image_shape"])
+    dataset, shape = run.dataset, run.image_shape
     train = load(dataset, "train", data_dir=data_dir, limit=info["config"].get("limit") or None)
     sampler = OutlierSampler.from_run(run_dir, train.images, train.labels, dataset=dataset)
-    classifier = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
     stats, classes = sampler.stats, len(sampler.stats.radii)
     sets = {f"{dataset} (ID test)": load(dataset, "test", data_dir=data_dir, limit=limit).images}
     for name in ood_names:
@@ -59,7 +56,7 @@ def probe(run_dir, ood_names, limit=2000, data_dir=None):
             stats.covariances[c])) / stats.radii[c] for c in range(classes)], axis=1)
         nearest = ratio.argmin(axis=1)
         inside = ratio.min(axis=1) <= 1.0
-        predicted = tf.argmax(classifier.predict(pixels, batch_size=1000, verbose=0), -1).numpy()
+        predicted = predict_logits(run.model, pixels).argmax(axis=-1)
         results[name] = {
             "count": len(pixels),
             "ratio_quantiles": np.quantile(ratio.min(axis=1), QUANTILES).tolist(),

@@ -10,7 +10,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from keras_tie.cli.main import cli
-from keras_tie.config import Config
+from keras_tie.config import Config, ConfigError
 from keras_tie.data import load
 from keras_tie.inference import predict_logits
 from keras_tie.training.checkpoint import latest_checkpoint
@@ -218,7 +218,7 @@ class _LearningRates(keras.callbacks.Callback):
 
 
 def test_cosine_schedule_decays_to_zero_and_resumes_on_its_curve(tmp_path, shared_data_dir):
-    with pytest.raises(Exception, match="optimizer.classifier_schedule.*'constant', 'cosine'"):
+    with pytest.raises(ConfigError, match="optimizer.classifier_schedule.*'constant', 'cosine'"):
         Config.from_dict({"optimizer": {"classifier_schedule": "step"}})
     config = small_config(shared_data_dir, method="plain", **{
         "optimizer.classifier_schedule": "cosine"})
