@@ -101,6 +101,8 @@ def test_baselines_train_on_the_same_data(tmp_path, shared_data_dir, method, out
     assert model.outputs[0].shape[-1] == outputs
     assert run.test_metrics["accuracy"] > 0.3
     assert not (tmp_path / method / "generator.keras").exists()
+    if method == "static":  # tau_t is logged; gamma, which only the generator uses, is not
+        assert "tau" in run.history[0] and "gamma" not in run.history[0]
 
 
 class _Interrupt(keras.callbacks.Callback):

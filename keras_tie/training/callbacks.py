@@ -93,8 +93,9 @@ class InversionExclusion(keras.callbacks.Callback):
         rng = np.random.default_rng([self.seed, epoch, 1])
         self.tau = self.threshold(rng)
         logs["tau"] = self.tau
-        logs["gamma"] = float(model.gamma.numpy())
         if self.invert:
+            # gamma weighs the generator's diversity term: the static baseline has none.
+            logs["gamma"] = float(model.gamma.numpy())
             images, targets = self.invert_classes(rng)
             probabilities = predict_probabilities(model.classifier, images)
             ue = uncertainty(probabilities).numpy()
