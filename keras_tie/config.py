@@ -21,6 +21,7 @@ RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/p
 CVAE_INITIAL = ("replace", "add")
 AUGMENTATIONS = ("none", "flip", "shift", "flip+shift")
 SCHEDULES = ("constant", "cosine")  # optimizer.classifier_schedule
+CLASSIFIER_OPTIMIZERS = ("adam", "adadelta")  # optimizer.classifier_optimizer
 BACKBONES = ("auto", "conv3", "conv5", "resnet", "cnn2")
 
 
@@ -69,9 +70,15 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Adam learning rates (TIE paper, section 6.1: 1e-4 and 1e-3).
+    """Optimizers and learning rates (TIE paper, section 6.1: Adam at 1e-4 and 1e-3).
 
     Args:
+        classifier_optimizer: `adam` (the TIE paper's, and every preset's) or
+            `adadelta` (the CVAE paper's, 002_50acf6af2ae3a4e5.txt section 4:
+            lr 0.01 for MNIST, 0.1 for Fashion-MNIST), with Keras' defaults
+            rho = 0.95 and epsilon = 1e-7, which are those of the Keras 2
+            Adadelta the paper's code used. The generator, the CVAE and
+            the flows always use Adam.
         classifier_lr: the classifier's learning rate (its peak with a schedule).
         generator_lr: the TIE generator's learning rate (always constant).
         classifier_schedule: `constant` (the papers' rule) or `cosine`: the
@@ -86,6 +93,7 @@ class OptimizerConfig:
     classifier_lr: float = 1e-4
     generator_lr: float = 1e-3
     classifier_schedule: str = "constant"
+    classifier_optimizer: str = "adam"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,6 +387,9 @@ class Config:
             _check(value > 0, f"optimizer.{key}", value, "a positive number")
         _check(self.optimizer.classifier_schedule in SCHEDULES, "optimizer.classifier_schedule",
                self.optimizer.classifier_schedule, f"one of {SCHEDULES}")
+        _check(self.optimizer.classifier_optimizer in CLASSIFIER_OPTIMIZERS,
+               "optimizer.classifier_optimizer", self.optimizer.classifier_optimizer,
+               f"one of {CLASSIFIER_OPTIMIZERS}")
         t = self.tie
         for key in ("alpha", "beta", "gamma_start", "gamma_max", "threshold_lambda"):
             _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "a number >= 0")

@@ -217,6 +217,7 @@ class _LearningRates(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self.rates.append(float(self.model.optimizer.learning_rate))
+        self.kind = type(self.model.optimizer).__name__
 
 
 def test_cosine_schedule_decays_to_zero_and_resumes_on_its_curve(tmp_path, shared_data_dir):
@@ -234,3 +235,17 @@ def test_cosine_schedule_decays_to_zero_and_resumes_on_its_curve(tmp_path, share
     second = _LearningRates()
     train(None, run_dir, resume=True, verbose=0, callbacks=[second])
     np.testing.assert_allclose(second.rates, cosine[steps:], rtol=1e-5)  # the restored step count
+
+
+def test_adadelta_classifier_optimizer_trains_and_is_refused_when_misspelt(tmp_path,
+                                                                          shared_data_dir):
+    with pytest.raises(ConfigError, match="optimizer.classifier_optimizer.*'adam', 'adadelta'"):
+        Config.from_dict({"optimizer": {"classifier_optimizer": "sgd"}})
+    config = small_config(shared_data_dir, method="static", epochs=1, **{
+        "optimizer.classifier_optimizer": "adadelta", "optimizer.classifier_lr": 1.0})
+    rates = _LearningRates()
+    run = train(config, str(tmp_path / "run"), verbose=0, callbacks=[rates])
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["config"]["optimizer"]["classifier_optimizer"] == "adadelta"
+    assert rates.kind == "Adadelta" and rates.rates == [1.0] * (512 // 64)
+    assert np.isfinite(run.history[-1]["loss"]) and run.test_metrics["accuracy"] > 0.3

@@ -216,13 +216,17 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
 
 
 def classifier_optimizer(config, steps_per_epoch):
-    """The classifier's Adam: at `optimizer.classifier_lr`, or along its cosine decay to 0
-    over `epochs * steps_per_epoch` updates (`optimizer.classifier_schedule = "cosine"`)."""
+    """The classifier's optimizer (`optimizer.classifier_optimizer`: Adam, or Adadelta with
+    Keras' rho = 0.95 and epsilon = 1e-7): at `optimizer.classifier_lr`, or along its cosine
+    decay to 0 over `epochs * steps_per_epoch` updates (`optimizer.classifier_schedule =
+    "cosine"`)."""
     o = config.optimizer
     rate = o.classifier_lr
     if o.classifier_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(
             o.classifier_lr, decay_steps=max(config.epochs * steps_per_epoch, 1), alpha=0.0)
+    if o.classifier_optimizer == "adadelta":
+        return keras.optimizers.Adadelta(rate)
     return keras.optimizers.Adam(rate)
 
 
