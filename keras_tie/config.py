@@ -19,6 +19,7 @@ METHODS = ("tie", "static", "plain", "flow", "repair", "cvae")
 DIVERSITY = ("batch", "class")
 RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/pool.py
 CVAE_INITIAL = ("replace", "add")
+INVERSION_MODES = ("inference", "training")  # the classifier's mode in the generator step
 AUGMENTATIONS = ("none", "flip", "shift", "flip+shift")
 SCHEDULES = ("constant", "cosine")  # optimizer.classifier_schedule
 CLASSIFIER_OPTIMIZERS = ("adam", "adadelta")  # optimizer.classifier_optimizer
@@ -145,6 +146,15 @@ class TIEConfig:
             pool starts with `initial_pool_size` noise images and as many CVAE
             outliers and keeps the far-from-the-data noise the seed would
             remove (docs/cvae.md).
+        inversion_mode: the classifier's mode in the generator step (the
+            paper does not say). `inference` (default): BatchNormalization
+            uses its moving statistics and the classifier is the function it
+            is at test time. `training`: it normalises the generated batch by
+            the batch's own statistics and updates its moving statistics with
+            them, and dropout is active, as a PyTorch classifier left in
+            `train()` mode during the generator step would be; the
+            classifier's weights are still not changed by the generator step
+            (docs/tie.md).
     """
 
     alpha: float = 0.1
@@ -165,6 +175,7 @@ class TIEConfig:
     cvae_run: str = ""
     cvae_per_epoch: int = 0
     cvae_initial: str = "replace"
+    inversion_mode: str = "inference"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,6 +417,8 @@ class Config:
                f"one of {RETIREMENT}")
         _check(t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
                t.initial_pool_size, f"<= tie.pool_capacity ({t.pool_capacity})")
+        _check(t.inversion_mode in INVERSION_MODES, "tie.inversion_mode", t.inversion_mode,
+               f"one of {INVERSION_MODES}")
         _check(t.cvae_per_epoch >= 0, "tie.cvae_per_epoch", t.cvae_per_epoch,
                "an integer >= 0")
         _check(t.cvae_per_epoch == 0 or t.cvae_run, "tie.cvae_per_epoch", t.cvae_per_epoch,

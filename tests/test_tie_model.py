@@ -82,7 +82,7 @@ def test_swap_max_to_targets_the_class_and_keeps_the_values():
     np.testing.assert_allclose(np.sort(swapped, axis=1), np.sort(v.numpy(), axis=1))
 
 
-def _tiny_model(generator=True, interval=1):
+def _tiny_model(generator=True, interval=1, inversion_mode="inference"):
     keras.utils.set_random_seed(0)
     shape = (28, 28, 1)
     classifier = build_classifier(shape, 4, width=4, dense_units=8)
@@ -90,7 +90,7 @@ def _tiny_model(generator=True, interval=1):
     pool = GarbagePool(shape, 64)
     pool.fill_with_noise(32, [0.5], [0.5], np.random.default_rng(0))
     model = TIEModel(classifier, pool, gen, garbage_per_batch=4, generator_batch_size=8,
-                     generator_interval=interval)
+                     generator_interval=interval, inversion_mode=inversion_mode)
     model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3) if gen else None)
     return model
 
@@ -113,6 +113,34 @@ def test_one_train_step_changes_weights_and_gives_finite_losses(with_generator):
         assert {"inv_kl", "inv_ce", "inv_cos"} <= set(logs)
         assert any(not np.allclose(a, b.numpy())
                    for a, b in zip(before_g, model.generator.trainable_weights))
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_generator_step_moves_batch_norm_statistics_only_in_training_mode(mode):
+    model = _tiny_model(inversion_mode=mode)
+    norms = [layer for layer in model.classifier.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    moving = [v.numpy().copy() for layer in norms
+              for v in (layer.moving_mean, layer.moving_variance)]
+    weights = [w.numpy().copy() for w in model.classifier.trainable_weights]
+    generator = [w.numpy().copy() for w in model.generator.trainable_weights]
+    logs = model.run_generator_step()
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    after = [v.numpy() for layer in norms for v in (layer.moving_mean, layer.moving_variance)]
+    changed = [not np.allclose(a, b) for a, b in zip(moving, after)]
+    assert all(changed) if mode == "training" else not any(changed)
+    # The generator step never trains the classifier, in either mode; it trains G.
+    assert all(np.array_equal(a, b.numpy())
+               for a, b in zip(weights, model.classifier.trainable_weights))
+    assert any(not np.allclose(a, b.numpy())
+               for a, b in zip(generator, model.generator.trainable_weights))
+
+
+def test_inversion_mode_is_checked():
+    with pytest.raises(ConfigError, match="tie.inversion_mode.*'inference', 'training'"):
+        Config.from_dict({"tie": {"inversion_mode": "train"}})
+    with pytest.raises(ValueError, match="inversion_mode must be"):
+        _tiny_model(inversion_mode="eval")
 
 
 def test_pool_appends_then_retires_at_random():

@@ -9,7 +9,9 @@ One `train_step` does what Algorithm 1 of the TIE paper
 2. Generator step (after every `generator_interval`-th classifier step):
    z ~ N(0, I), v ~ N(0, I) in R^(n+1), y~ = softmax(v); the generator takes
    an Adam step on the inversion loss of the classifier's output on G(z, y~),
-   the classifier held fixed (inference mode).
+   the classifier's weights held fixed (in inference mode by default; with
+   `inversion_mode="training"` its BatchNormalization uses, and its moving
+   statistics absorb, the generated batch's statistics).
 
 The paper runs the generator after the classifier's epoch; interleaving the two
 inside the epoch is our choice: the generator keeps up with the classifier
@@ -56,6 +58,10 @@ class TIEModel(keras.Model):
         alpha, beta: inversion loss weights (gamma is the `gamma` variable,
             set per epoch by the callback).
         diversity: pairs of the cosine-diversity term (`batch` or `class`).
+        inversion_mode: the classifier's mode in the generator step:
+            `inference` (moving BatchNorm statistics, no dropout) or
+            `training` (batch statistics, moving statistics updated by the
+            generated batch, dropout on; `TIEConfig.inversion_mode`).
         seed: seed of the per-step draws (pool samples, z, v; stateless,
             keyed by the optimizer step) and of the in-graph random generator
             of the epoch-level inversion.
@@ -66,7 +72,7 @@ class TIEModel(keras.Model):
 
     def __init__(self, classifier, pool, generator=None, garbage_per_batch=12,
                  generator_batch_size=128, generator_interval=1, alpha=0.1, beta=1.0,
-                 seed=0, diversity="batch", **kwargs):
+                 seed=0, diversity="batch", inversion_mode="inference", **kwargs):
         super().__init__(**kwargs)
         self.classifier = classifier
         self.generator = generator
@@ -79,6 +85,10 @@ class TIEModel(keras.Model):
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.diversity = diversity
+        if inversion_mode not in ("inference", "training"):
+            raise ValueError("inversion_mode must be 'inference' or 'training'. "
+                             f"Received: inversion_mode={inversion_mode!r}")
+        self.inversion_mode = inversion_mode
         self.latent_dim = int(generator.inputs[0].shape[-1]) if generator is not None else 0
         self._features = feature_model(classifier)
         self.seed = int(seed)
@@ -180,7 +190,8 @@ class TIEModel(keras.Model):
         z, y_soft = self.sample_conditions(self.generator_batch_size, seed=seed)
         with tf.GradientTape() as tape:
             generated = self.generator([z, y_soft], training=True)
-            features, logits = self._features(generated, training=False)
+            features, logits = self._features(generated,
+                                              training=self.inversion_mode == "training")
             total, kl, ce, cos = inversion_loss(y_soft, logits, features, self.alpha,
                                                 self.beta, self.gamma, self.diversity)
             share = total / distribute.num_replicas()
