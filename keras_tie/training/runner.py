@@ -161,8 +161,8 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
         garbage_per_batch = tie.garbage_per_batch or max(config.batch_size // num_classes, 1)
         interval = max(steps_per_epoch // max(tie.generator_steps_per_epoch, 1), 1)
         model = TIEModel(classifier, pool, generator, garbage_per_batch, tie.generator_batch_size,
-                    interval, tie.alpha, tie.beta, config.seed, tie.diversity,
-                    tie.inversion_mode)
+                         interval, tie.alpha, tie.beta, config.seed, tie.diversity,
+                         tie.inversion_mode)
         model.compile(classifier_optimizer(config, steps_per_epoch),
                       keras.optimizers.Adam(config.optimizer.generator_lr)
                       if generator is not None else None)

@@ -37,6 +37,7 @@ With `generator=None` the model is the paper's "No TIE" baseline: an
 import keras
 import tensorflow as tf
 
+from keras_tie.config import INVERSION_MODES
 from keras_tie.losses import inversion_loss, weighted_cross_entropies
 from keras_tie.models import feature_model
 from keras_tie.training import distribute
@@ -85,8 +86,8 @@ class TIEModel(keras.Model):
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.diversity = diversity
-        if inversion_mode not in ("inference", "training"):
-            raise ValueError("inversion_mode must be 'inference' or 'training'. "
+        if inversion_mode not in INVERSION_MODES:
+            raise ValueError(f"inversion_mode must be one of {INVERSION_MODES}. "
                              f"Received: inversion_mode={inversion_mode!r}")
         self.inversion_mode = inversion_mode
         self.latent_dim = int(generator.inputs[0].shape[-1]) if generator is not None else 0
