@@ -20,6 +20,7 @@ DIVERSITY = ("batch", "class")
 RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/pool.py
 CVAE_INITIAL = ("replace", "add")
 INVERSION_MODES = ("inference", "training")  # the classifier's mode in the generator step
+INITIAL_NOISE = ("clipped", "unclipped")  # the pool's starting noise, keras_tie/training/pool.py
 AUGMENTATIONS = ("none", "flip", "shift", "flip+shift")
 SCHEDULES = ("constant", "cosine")  # optimizer.classifier_schedule
 CLASSIFIER_OPTIMIZERS = ("adam", "adadelta")  # optimizer.classifier_optimizer
@@ -129,6 +130,12 @@ class TIEConfig:
             uniform sample of all epochs' samples and the initial noise, like
             the paper's pool, which keeps everything.
         initial_pool_size: Gaussian-noise images the pool starts with.
+        initial_noise: that noise, N(0, I) in the classifier's standardised
+            input space, `clipped` (default) to the pixel range [0, 1] and
+            stored as 8-bit pixels like the data, or `unclipped`, kept as it
+            is (about a fifth of Fashion-MNIST's noise pixels fall below 0),
+            which stores the whole pool as float16 (twice the memory). The
+            paper's "Gaussian noise" does not say which (docs/tie.md).
         threshold_samples: training images used to estimate tau_t (0 = all).
         garbage_weight: multiplier on the garbage class's balanced weight (1 =
             every class, garbage included, weighs the same in the loss). Below
@@ -170,6 +177,7 @@ class TIEConfig:
     pool_capacity: int = 50_000
     pool_retirement: str = "random"
     initial_pool_size: int = 6_000
+    initial_noise: str = "clipped"
     threshold_samples: int = 0
     garbage_weight: float = 1.0
     cvae_run: str = ""
@@ -344,7 +352,7 @@ class Config:
             run epoch by epoch afterwards (`benchmarks/checkpoint_trace.py`).
             A TIE checkpoint holds the garbage pool: up to
             `tie.pool_capacity` * H * W * C bytes each (39 MB at 50,000
-            28x28 images).
+            28x28 images; twice that with `tie.initial_noise = "unclipped"`).
         augment: augmentation of the in-distribution training batches: `none`,
             `flip` (random horizontal flips, for data whose labels survive
             a mirror image: clothing, objects; not digits), `shift` (random
@@ -417,6 +425,8 @@ class Config:
                f"one of {RETIREMENT}")
         _check(t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
                t.initial_pool_size, f"<= tie.pool_capacity ({t.pool_capacity})")
+        _check(t.initial_noise in INITIAL_NOISE, "tie.initial_noise", t.initial_noise,
+               f"one of {INITIAL_NOISE}")
         _check(t.inversion_mode in INVERSION_MODES, "tie.inversion_mode", t.inversion_mode,
                f"one of {INVERSION_MODES}")
         _check(t.cvae_per_epoch >= 0, "tie.cvae_per_epoch", t.cvae_per_epoch,

@@ -155,6 +155,34 @@ def test_pool_appends_then_retires_at_random():
     assert sample.shape == (10, 2, 2, 1) and sample.dtype == np.float32
 
 
+def test_float16_pool_keeps_unclipped_noise_through_sampling_and_checkpoints(tmp_path):
+    from keras_tie.training.checkpoint import latest_checkpoint, resume_from, save_checkpoint
+    # Odd pixel count (3 x 3): the last int32 word holds one float16 and padding.
+    pool = GarbagePool((3, 3, 1), 40, dtype="float16")
+    pool.fill_with_noise(30, [0.3], [0.4], np.random.default_rng(0))
+    noise = 0.3 + 0.4 * np.random.default_rng(0).standard_normal((30, 3, 3, 1), np.float32)
+    stored = pool.numpy()
+    assert stored.dtype == np.float16 and stored.min() < 0 and stored.max() > 1
+    np.testing.assert_allclose(stored, noise, atol=2e-3)  # float16 rounding, no clipping
+    pool.add(np.full((5, 3, 3, 1), 255, np.uint8), np.random.default_rng(1))  # uint8 = 0-255
+    assert len(pool) == 35 and (pool.numpy()[30:] == 1.0).all()
+    sample = pool.sample(400, tf.random.Generator.from_seed(0)).numpy()
+    assert sample.dtype == np.float32 and sample.min() < 0 and sample.max() > 1
+    assert np.isin(sample.reshape(400, -1)[:, 0], pool.numpy().reshape(35, -1)[:, 0]).all()
+    save_checkpoint(str(tmp_path), 1, {"counter": tf.Variable(0)}, {"history": []}, pool)
+    restored = GarbagePool((3, 3, 1), 40, dtype="float16")
+    resume_from(latest_checkpoint(str(tmp_path)), {"counter": tf.Variable(0)}, restored)
+    np.testing.assert_array_equal(restored.numpy(), pool.numpy())
+    # The uint8 pool clips the same noise to [0, 1].
+    clipped = GarbagePool((3, 3, 1), 40)
+    clipped.fill_with_noise(30, [0.3], [0.4], np.random.default_rng(0))
+    np.testing.assert_allclose(clipped.numpy() / 255.0, np.clip(noise, 0, 1), atol=0.5 / 255 + 1e-6)
+    with pytest.raises(ValueError, match="dtype='float32'.*'uint8' or 'float16'"):
+        GarbagePool((3, 3, 1), 4, dtype="float32")
+    with pytest.raises(ConfigError, match="tie.initial_noise.*'clipped', 'unclipped'"):
+        Config.from_dict({"tie": {"initial_noise": "raw"}})
+
+
 def _pool_groups(retirement):
     """A pool of 2,000 filled with group 0, then offered groups 1-9 of 2,000 images each."""
     pool = GarbagePool((1, 1, 1), 2000, retirement)

@@ -5,7 +5,7 @@ Layout, inside RUN_DIR/checkpoints/::
     epoch_0003/ckpt.index, ckpt.data-*   model, generator, both optimizers,
                                          the in-graph random generator,
                                          class weights and gamma
-    epoch_0003/pool.npy                  the garbage pool (uint8)
+    epoch_0003/pool.npy                  the garbage pool (uint8, or float16)
     epoch_0003/state.json                epoch, tau_t, history so far, and
                                          pool_seen (images ever offered to the
                                          pool, for its reservoir rule)

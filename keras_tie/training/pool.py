@@ -5,11 +5,14 @@ garbage samples in-graph, without rebuilding the input pipeline when the pool
 changes. Images are stored as 8-bit pixels, like the real data (a 60,000-image
 pool of 28x28 images is 47 MB rather than 188 MB in float32), packed four to an
 int32 word: MultiWorkerMirroredStrategy broadcasts every variable's initial
-value with collectives that take int32 but not uint8.
+value with collectives that take int32 but not uint8. A pool created with
+`dtype="float16"` stores float16 pixels instead, two to a word, and keeps
+values outside [0, 1] (unclipped initial noise, `tie.initial_noise`).
 
 It starts as Gaussian noise in the classifier's standardised input space
-(pixel = clip(mean + std * N(0, 1), 0, 1) per channel), the paper's
-D_garbage ~ N(0, I) expressed in pixels. New inverted samples are appended
+(pixel = mean + std * N(0, 1) per channel), the paper's D_garbage ~ N(0, I)
+expressed in pixels: clipped to [0, 1] in a uint8 pool, as it is (unclipped)
+in a float16 one. New inverted samples are appended
 until the pool is full; after that the retirement rule decides:
 
 - `random`: each new sample replaces a uniformly chosen old one, so older
@@ -36,18 +39,25 @@ class GarbagePool:
         image_shape: (H, W, C).
         capacity: the most images the pool holds.
         retirement: `random` or `reservoir` (see the module docstring).
+        dtype: how pixels are stored: `uint8` (default; [0, 1] in steps of
+            1/255) or `float16` (any value, twice the memory).
     """
 
-    def __init__(self, image_shape, capacity, retirement="random"):
+    def __init__(self, image_shape, capacity, retirement="random", dtype="uint8"):
         if retirement not in RETIREMENT:
             raise ValueError(f"Unknown pool retirement rule. Received: retirement={retirement!r};"
                              f" expected one of {RETIREMENT}.")
+        if str(dtype) not in ("uint8", "float16"):
+            raise ValueError(f"Unknown pool pixel type. Received: dtype={dtype!r}; expected "
+                             "'uint8' or 'float16'.")
+        self.dtype = np.dtype(str(dtype))
+        per_word = 4 // self.dtype.itemsize
         self.image_shape = tuple(int(d) for d in image_shape)
         self.capacity = int(capacity)
         self.retirement = retirement
         self.seen = 0  # images ever offered (set, add), for the reservoir rule
         self.pixels = int(np.prod(self.image_shape))
-        self.words = tf.Variable(tf.zeros((self.capacity, -(-self.pixels // 4)), tf.int32),
+        self.words = tf.Variable(tf.zeros((self.capacity, -(-self.pixels // per_word)), tf.int32),
                                  trainable=False, name="garbage_pool")
         self.size = tf.Variable(0, dtype=tf.int32, trainable=False, name="garbage_pool_size")
 
@@ -61,16 +71,16 @@ class GarbagePool:
         self.set(pixels)
 
     def set(self, images, seen=None):
-        """Replaces the content with `images` (float pixels in [0, 1] or uint8).
+        """Replaces the content with `images` (float pixels or uint8).
 
         `seen`: how many images were ever offered to a pool holding these
         (a restored checkpoint's count); default `len(images)`.
         """
-        images = to_uint8(images)
+        images = self._encode(images)
         if len(images) > self.capacity:
             raise ValueError(f"{len(images)} images do not fit a pool of capacity "
                              f"{self.capacity}.")
-        content = np.zeros((self.capacity, *self.image_shape), np.uint8)
+        content = np.zeros((self.capacity, *self.image_shape), self.dtype)
         content[: len(images)] = images
         self._write(content, len(images))
         self.seen = len(images) if seen is None else int(seen)
@@ -84,7 +94,7 @@ class GarbagePool:
             that is dropped; under `reservoir`, new images the draw rejects
             are dropped.
         """
-        images = to_uint8(images)
+        images = self._encode(images)
         if len(images) == 0:
             return 0
         size = len(self)
@@ -120,18 +130,28 @@ class GarbagePool:
         # strategy the pool is a mirrored variable (one copy per device, so
         # train_step gathers locally), and those take `assign` but not sliced
         # or scatter updates. A pool of 50,000 CIFAR images is 150 MB.
-        flat = np.zeros((self.capacity, self.words.shape[1] * 4), np.uint8)
+        per_word = 4 // self.dtype.itemsize
+        flat = np.zeros((self.capacity, self.words.shape[1] * per_word), self.dtype)
         flat[:, : self.pixels] = content.reshape(self.capacity, -1)
         self.words.assign(flat.view(np.int32))  # native byte order, as tf.bitcast reads it
         self.size.assign(size)
 
+    def _encode(self, images):
+        """Images (float pixels, or uint8 0-255) in the storage type."""
+        if self.dtype == np.uint8:
+            return to_uint8(images)
+        images = np.asarray(images)
+        if images.dtype == np.uint8:
+            return (images.astype(np.float32) / 255.0).astype(np.float16)
+        return images.astype(np.float16)
+
     def _read(self, count):
-        """The first `count` stored images, uint8 [count, H, W, C]."""
-        flat = self.words[:count].numpy().view(np.uint8)[:, : self.pixels]
+        """The first `count` stored images, [count, H, W, C] in the storage type."""
+        flat = self.words[:count].numpy().view(self.dtype)[:, : self.pixels]
         return flat.reshape(count, *self.image_shape).copy()
 
     def sample(self, count, rng):
-        """Draws `count` images uniformly with replacement, as float32 in [0, 1] (graph-safe).
+        """Draws `count` images uniformly with replacement, as float32 pixels (graph-safe).
 
         Args:
             count: number of images.
@@ -145,12 +165,13 @@ class GarbagePool:
             index = tf.random.stateless_uniform([count], rng, minval=0, maxval=maxval,
                                                 dtype=tf.int32)
         words = tf.gather(self.words, index)
-        pixels = tf.reshape(tf.bitcast(words, tf.uint8), [count, -1])[:, : self.pixels]
-        images = tf.reshape(pixels, [count, *self.image_shape])
-        return tf.cast(images, tf.float32) / 255.0
+        pixels = tf.reshape(tf.bitcast(words, tf.as_dtype(self.dtype)),
+                            [count, -1])[:, : self.pixels]
+        images = tf.cast(tf.reshape(pixels, [count, *self.image_shape]), tf.float32)
+        return images / 255.0 if self.dtype == np.uint8 else images
 
     def numpy(self):
-        """The stored images as a uint8 array of shape [size, H, W, C]."""
+        """The stored images, shape [size, H, W, C], in the storage type (uint8 or float16)."""
         return self._read(len(self))
 
 

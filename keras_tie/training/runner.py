@@ -144,7 +144,8 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
     pool = None
     if with_garbage:
         tie = config.tie
-        pool = GarbagePool(info.image_shape, tie.pool_capacity, tie.pool_retirement)
+        pool = GarbagePool(info.image_shape, tie.pool_capacity, tie.pool_retirement,
+                           "float16" if tie.initial_noise == "unclipped" else "uint8")
         pool.fill_with_noise(tie.initial_pool_size, mean, np.sqrt(variance),
                              np.random.default_rng([config.seed, 0, 0]))
         cvae_callbacks = []
