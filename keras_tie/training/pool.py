@@ -51,14 +51,15 @@ class GarbagePool:
             raise ValueError(f"Unknown pool pixel type. Received: dtype={dtype!r}; expected "
                              "'uint8' or 'float16'.")
         self.dtype = np.dtype(str(dtype))
-        per_word = 4 // self.dtype.itemsize
+        self._per_word = 4 // self.dtype.itemsize  # pixels packed into one int32 word
         self.image_shape = tuple(int(d) for d in image_shape)
         self.capacity = int(capacity)
         self.retirement = retirement
         self.seen = 0  # images ever offered (set, add), for the reservoir rule
         self.pixels = int(np.prod(self.image_shape))
-        self.words = tf.Variable(tf.zeros((self.capacity, -(-self.pixels // per_word)), tf.int32),
-                                 trainable=False, name="garbage_pool")
+        words = -(-self.pixels // self._per_word)
+        self.words = tf.Variable(tf.zeros((self.capacity, words), tf.int32), trainable=False,
+                                 name="garbage_pool")
         self.size = tf.Variable(0, dtype=tf.int32, trainable=False, name="garbage_pool_size")
 
     def __len__(self):
@@ -130,8 +131,7 @@ class GarbagePool:
         # strategy the pool is a mirrored variable (one copy per device, so
         # train_step gathers locally), and those take `assign` but not sliced
         # or scatter updates. A pool of 50,000 CIFAR images is 150 MB.
-        per_word = 4 // self.dtype.itemsize
-        flat = np.zeros((self.capacity, self.words.shape[1] * per_word), self.dtype)
+        flat = np.zeros((self.capacity, self.words.shape[1] * self._per_word), self.dtype)
         flat[:, : self.pixels] = content.reshape(self.capacity, -1)
         self.words.assign(flat.view(np.int32))  # native byte order, as tf.bitcast reads it
         self.size.assign(size)
