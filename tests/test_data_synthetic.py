@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_tie.data import Dataset, DatasetError, DatasetInfo, convert_images, load
+from keras_tie.data import Dataset, DatasetError, DatasetInfo, convert_images, load, restandardize
 
 
 def reference(images):
@@ -101,3 +101,32 @@ def test_convert_rejects_bad_shapes():
 def test_synthetic_with_a_target_shape_is_generated_at_that_shape():
     ds = load("uniform", split="test", like=(28, 28, 1), count=3, target_shape=(32, 32, 3))
     assert ds.images.shape == (3, 32, 32, 3)
+
+
+def test_restandardize_matches_target_statistics_per_channel():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (50, 4, 4, 3)).astype(np.float32) * [1.0, 0.5, 0.2]
+    mean, variance = [0.3, 0.5, 0.1], [0.04, 0.09, 0.01]
+    out = restandardize(images, mean, variance)
+    assert out.dtype == np.float32 and out.shape == images.shape
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), mean, atol=1e-5)
+    np.testing.assert_allclose(out.var(axis=(0, 1, 2)), variance, rtol=1e-4)
+    # An affine map per channel: the order of pixels within a channel is kept.
+    np.testing.assert_array_equal(np.argsort(out[..., 1], axis=None),
+                                  np.argsort(images[..., 1], axis=None))
+    # A set restandardised to its own statistics is unchanged.
+    own = restandardize(images, images.mean(axis=(0, 1, 2)), images.var(axis=(0, 1, 2)))
+    np.testing.assert_allclose(own, images, atol=1e-6)
+    # uint8 pixels are read in [0, 1] units first, as convert_images reads them.
+    pixels = rng.integers(0, 256, (10, 3, 3, 1), dtype=np.uint8)
+    np.testing.assert_allclose(restandardize(pixels, 0.2, 0.01),
+                               restandardize(pixels / np.float32(255), 0.2, 0.01), atol=1e-6)
+
+
+def test_restandardize_refuses_constant_channels_and_bad_targets():
+    with pytest.raises(DatasetError, match="every channel of images must vary"):
+        restandardize(np.zeros((2, 2, 2, 1), np.float32), 0.5, 0.1)
+    with pytest.raises(DatasetError, match="variance positive.*Received"):
+        restandardize(np.ones((2, 2, 2, 1), np.float32), 0.5, 0.0)
+    with pytest.raises(DatasetError, match="uint8 or float .N, H, W, C. array"):
+        restandardize(np.ones((2, 2, 2, 1), np.int64), 0.5, 0.1)

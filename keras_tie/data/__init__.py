@@ -14,7 +14,7 @@ import it when called.
 """
 
 from keras_tie.data.catalog import DatasetRecord, list_datasets
-from keras_tie.data.convert import convert_images
+from keras_tie.data.convert import convert_images, restandardize
 from keras_tie.data.dataset import Dataset, DatasetInfo
 from keras_tie.data.errors import (
     CorruptDataError,
@@ -37,4 +37,5 @@ __all__ = [
     "dataset_names",
     "list_datasets",
     "load",
+    "restandardize",
 ]

@@ -4,7 +4,8 @@ An MNIST model sees CIFAR images as 28x28 grayscale and a CIFAR model sees MNIST
 as 32x32 RGB: channels with `tf.image.rgb_to_grayscale` (ITU-R 601 luma) or by
 tiling the gray channel, size with `tf.image.resize` (bilinear, antialiased when
 shrinking so fine patterns do not alias). Batches bound the memory of the float
-copies.
+copies. `restandardize` moves a set to another's per-channel mean and variance, for the
+per-dataset normalisation some papers' evaluations use.
 """
 
 import numpy as np
@@ -77,3 +78,52 @@ def _is_shape(value):
         return len(value) == 3 and all(int(d) == d and d > 0 for d in value)
     except (TypeError, ValueError):
         return False
+
+
+def restandardize(images, mean, variance):
+    """`images` moved so that each channel has the given mean and variance.
+
+    This reproduces, in pixel units, an evaluation protocol common in PyTorch code, where
+    every dataset goes through a `Normalize` with its *own* mean and std: a model whose
+    input layer standardises with the training set's statistics (mean, variance) then sees
+    `(x - mean_x) / std_x`, the OOD set standardised by its own statistics, instead of the
+    ID standardisation a deployed model applies. It uses the OOD set's statistics, which a
+    deployed detector never has, so it is an evaluation protocol to compare against papers,
+    not a deployment one.
+
+    Args:
+        images: `[N, H, W, C]`, uint8 (0..255) or float ([0, 1] units).
+        mean: per-channel target mean, `[C]` (or a scalar).
+        variance: per-channel target variance, `[C]` (or a scalar), positive.
+
+    Returns:
+        float32 `[N, H, W, C]`: `(x - mean_x) / std_x * sqrt(variance) + mean`, with
+        mean_x and std_x each channel's statistics over all images and pixels. Values may
+        leave [0, 1].
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or not (images.dtype == np.uint8
+                                or np.issubdtype(images.dtype, np.floating)):
+        raise DatasetError(
+            "images must be a uint8 or float [N, H, W, C] array. "
+            f"Received: shape={images.shape}, dtype={images.dtype}"
+        )
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / np.float32(255)
+    channels = images.shape[-1]
+    mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (channels,))
+    variance = np.broadcast_to(np.asarray(variance, dtype=np.float64), (channels,))
+    if not np.all(np.isfinite(mean)) or not np.all(variance > 0):
+        raise DatasetError(
+            "mean must be finite and variance positive, one value per channel. "
+            f"Received: mean={mean.tolist()}, variance={variance.tolist()}"
+        )
+    own_mean = images.mean(axis=(0, 1, 2), dtype=np.float64)
+    own_std = images.std(axis=(0, 1, 2), dtype=np.float64)
+    if not np.all(own_std > 0):
+        raise DatasetError(
+            "every channel of images must vary to be restandardised. "
+            f"Received: per-channel std={own_std.tolist()}"
+        )
+    scale = np.sqrt(variance) / own_std
+    return ((images - own_mean) * scale + mean).astype(np.float32)
