@@ -57,11 +57,12 @@ def evaluate_run(run_dir, ood_names, data_dir=None, ood_normalization="id"):
     if info.get("garbage_index") is None:  # plain: no garbage class, no two-level rule
         return info["dataset"], row
     for name in ood_names:
+        synthetic = name in ("gaussian", "uniform", "sphere")
         kwargs = {"like": reference if name == "sphere" else test, "count": 10000, "seed": 0} \
-            if name in ("gaussian", "uniform", "sphere") else {}
+            if synthetic else {}
         ood = load(name, split="test", data_dir=data_dir, target_shape=shape, **kwargs)
         images = ood.images
-        if ood_normalization == "own" and not kwargs:
+        if ood_normalization == "own" and not synthetic:
             stats = info["normalization"]
             images = restandardize(images, stats["mean"], stats["variance"])
         q = predict_probabilities(model, images)

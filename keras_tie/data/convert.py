@@ -92,7 +92,8 @@ def restandardize(images, mean, variance):
     not a deployment one.
 
     Args:
-        images: `[N, H, W, C]`, uint8 (0..255) or float ([0, 1] units).
+        images: `[N, H, W, C]`, uint8 or float. Standardising removes the input's units,
+            so 0..255 and [0, 1] pixels give the same result.
         mean: per-channel target mean, `[C]` (or a scalar).
         variance: per-channel target variance, `[C]` (or a scalar), positive.
 
@@ -108,8 +109,6 @@ def restandardize(images, mean, variance):
             "images must be a uint8 or float [N, H, W, C] array. "
             f"Received: shape={images.shape}, dtype={images.dtype}"
         )
-    if images.dtype == np.uint8:
-        images = images.astype(np.float32) / np.float32(255)
     channels = images.shape[-1]
     mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (channels,))
     variance = np.broadcast_to(np.asarray(variance, dtype=np.float64), (channels,))
