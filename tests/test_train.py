@@ -239,8 +239,9 @@ def test_cosine_schedule_decays_to_zero_and_resumes_on_its_curve(tmp_path, share
 
 def test_adadelta_classifier_optimizer_trains_and_is_refused_when_misspelt(tmp_path,
                                                                           shared_data_dir):
-    with pytest.raises(ConfigError, match="optimizer.classifier_optimizer.*'adam', 'adadelta'"):
-        Config.from_dict({"optimizer": {"classifier_optimizer": "sgd"}})
+    with pytest.raises(ConfigError,
+                       match="optimizer.classifier_optimizer.*'adam', 'adadelta', 'sgd'"):
+        Config.from_dict({"optimizer": {"classifier_optimizer": "rmsprop"}})
     config = small_config(shared_data_dir, method="static", epochs=1, **{
         "optimizer.classifier_optimizer": "adadelta", "optimizer.classifier_lr": 1.0})
     rates = _LearningRates()

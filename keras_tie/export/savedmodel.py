@@ -130,8 +130,12 @@ def export_run(run_dir, output=None, *, version=None, score="ue", threshold=None
     """
     from keras_tie.export import tflite as tflite_lib
 
+    from keras_tie.models import float32_copy
+
     variants = tflite_lib.check_variants(tflite)
     run_info, classifier = load_run(run_dir)
+    # A mixed_bfloat16 run exports in float32 (TFLite has no bfloat16 kernels): float32_copy.
+    classifier = float32_copy(classifier)
     garbage_index = run_info.get("garbage_index")
     export_score = get_export_score(score, garbage_index)
     data_dir = data_dir or run_info.get("config", {}).get("data_dir") or None

@@ -5,5 +5,6 @@ The RealNVP flow (`keras_tie.models.realnvp`, with `coupling_net` and
 which the classifiers do not.
 """
 
-from keras_tie.models.backbones import build_classifier, feature_model, resolve_backbone
+from keras_tie.models.backbones import (build_classifier, feature_model, float32_copy,
+                                        resolve_backbone)
 from keras_tie.models.generator import build_generator

@@ -126,7 +126,8 @@ def train_cvae(config, run_dir, resume=False, verbose="auto", callbacks=()):
 
     classifier = build_classifier(info.image_shape, num_classes + 1, config.model.backbone,
                                   config.model.width, config.model.dense_units, mean, variance,
-                                  config.model.bn_momentum, config.model.dropout)
+                                  config.model.bn_momentum, config.model.dropout,
+                                  precision=config.model.precision)
     pool = OutlierPool(info.image_shape, c.type1_per_epoch + c.type2_per_epoch)
     model = TIEModel(classifier, pool, generator=None,
                      garbage_per_batch=c.ood_per_batch or config.batch_size, seed=config.seed)
