@@ -62,6 +62,7 @@ def main():
         run_in_batches,
     )
     from keras_tie.inference import predict_probabilities, two_level_decision
+    from keras_tie.models import float32_copy
 
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
@@ -98,11 +99,21 @@ def main():
         reference_id = run_in_batches(saved, id_images)
         reference_mixed = run_in_batches(saved, mixed)
 
-        classifier = keras.saving.load_model(os.path.join(args.run_dir, "model.keras"))
+        # The export computes in float32 (float32_copy); a mixed_bfloat16 run is compared both
+        # as exported (the parity and the backbone latency) and as trained (its labels).
+        trained = keras.saving.load_model(os.path.join(args.run_dir, "model.keras"))
+        classifier = float32_copy(trained)
         p = predict_probabilities(classifier, mixed / 255.0)
         tau = meta["score"]["threshold"]
         keras_parity = {
             "max_abs_probabilities": float(np.abs(p - reference_mixed["probabilities"]).max())}
+        if classifier is not trained:
+            p_trained = predict_probabilities(trained, mixed / 255.0)
+            keras_parity["trained_precision"] = _precision(trained)
+            keras_parity["trained_max_abs_probabilities"] = float(
+                np.abs(p_trained - reference_mixed["probabilities"]).max())
+            keras_parity["trained_argmax_agreement"] = float(np.mean(
+                p_trained.argmax(-1) == reference_mixed["probabilities"].argmax(-1)))
         if meta["score"]["name"] == "ue" and meta["garbage_index"] is not None:
             labels, _ = two_level_decision(p, tau, meta["garbage_index"])
             keras_parity["label_agreement_two_level_decision"] = float(
@@ -191,6 +202,11 @@ def latency_per_image(classifier, saved, tflite_models, images, repeats, batches
         latency[batch] = _time_alternating(calls, max(repeats // (10 if batch > 1 else 1), 10),
                                            batch)
     return latency
+
+
+def _precision(model):
+    """The compute dtype policies of `model`'s layers, e.g. "mixed_bfloat16 + float32"."""
+    return " + ".join(sorted({layer.dtype_policy.name for layer in model.layers}))
 
 
 def _pixels(images):

@@ -104,12 +104,15 @@ def train(dataset, config_path, method, epochs, batch_size, seed, limit, data_di
         raise click.UsageError(str(error)) from error
 
     from keras_tie.data import DatasetError
+    from keras_tie.training.callbacks import TrainingDiverged
+    from keras_tie.training.checkpoint import CheckpointError
     from keras_tie.training.runner import train as run_training
 
     try:
         result = run_training(config, output, resume=resume, verbose=2 if quiet else "auto",
                               strategy=distribution)
-    except (DatasetError, ConfigError, FileExistsError, FileNotFoundError) as error:
+    except (DatasetError, ConfigError, FileExistsError, FileNotFoundError, CheckpointError,
+            TrainingDiverged) as error:
         raise click.ClickException(str(error)) from error
     if not distribution_is_chief(distribution):
         click.echo(f"Worker done; the chief wrote the run folder {output}.")

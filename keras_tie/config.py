@@ -11,6 +11,7 @@ paper gives a number; every other default is a documented choice.
 
 import dataclasses
 import difflib
+import math
 import os
 import tomllib
 import typing
@@ -667,7 +668,7 @@ def _coerce(name, value, kind):
         item = typing.get_args(kind)[0]
         return tuple(_coerce(f"{name}[{i}]", v, item) for i, v in enumerate(value))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if kind is bool or isinstance(value, bool):
         ok = isinstance(value, bool) and kind is bool
     else:
@@ -677,6 +678,9 @@ def _coerce(name, value, kind):
             f"Config key '{name}' must be of type {kind.__name__}. "
             f"Received: {name}={value!r} ({type(value).__name__})."
         )
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(
+            f"Config key '{name}' must be a finite number. Received: {name}={value!r}.")
     return value
 
 

@@ -192,3 +192,12 @@ def test_bad_input_is_refused_with_clear_errors(tie_run, plain_run, tmp_path, sh
     output = run(tie_run, other, "--report", report)
     assert "must share their in-distribution dataset" in output and "fashion_mnist" in output
     assert not report.exists()
+
+
+def test_an_ood_set_of_another_shape_is_converted_and_said_so(tie_run, shared_data_dir):
+    evaluation = evaluate([str(tie_run)], ["cifar10"], ["msp"], limit=50,
+                          data_dir=str(shared_data_dir), verbose=0)
+    summary = evaluation.ood_sets[0]
+    assert summary["converted_from"] == [32, 32, 3] and summary["converted_to"] == [28, 28, 1]
+    assert any(note.startswith("cifar10: converted from 32x32x3 to 28x28x1")
+               for note in evaluation.notes)

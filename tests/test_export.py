@@ -260,6 +260,10 @@ def test_rest_errors_name_the_expected_shape(loaded, id_pixels):
     error = rest_predict(loaded, {"instances": id_pixels[:2, :, :, 0].tolist()})["error"]
     assert "[batch, 28, 28, 1]" in error and "Received: shape [2, 28, 28]" in error
     assert "error" in rest_predict(loaded, {"instances": [[1.0, 2.0], [1.0]]})
+    as_text, as_bool = id_pixels[:1].tolist(), id_pixels[:1].tolist()
+    as_text[0][0][0][0], as_bool[0][0][0][0] = "30", True
+    assert "strings" in rest_predict(loaded, {"instances": as_text})["error"]
+    assert "true/false" in rest_predict(loaded, {"instances": as_bool})["error"]
     assert "exactly one" in rest_predict(loaded, {"instances": [], "inputs": []})["error"]
     assert "not found" in rest_predict(loaded, {"signature_name": "predict",
                                                 "inputs": id_pixels[:1].tolist()})["error"]
@@ -341,6 +345,7 @@ def test_cli_predict_images_a_bad_file_and_a_tflite_model(tie_export, id_pixels,
     assert [line["file"].rsplit("[", 1)[1] for line in lines] == ["0]", "1]", "2]"]
     assert lines[0]["label"] == digit["label"]
     assert lines[2]["label"] == -1 and lines[2]["reject_reason"] == "non-finite pixels"
+    assert lines[2]["reject_level"] == 3 and lines[0]["reject_level"] in (0, 1, 2)
 
 
 # Plain runs, the CLI and further scores.

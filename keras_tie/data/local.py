@@ -393,7 +393,16 @@ def _idx_files(folder):
 
 
 def _read_user_idx(name, split, image_file, label_file, label_files):
-    # Classes are 0..max label over both splits, so a label means the same in train and test.
-    top = max(int(idx.read_idx(path).max(initial=0)) for path in label_files)
+    # Classes are 0..max label over both splits, so a label means the same in train and test;
+    # a class number no image has is refused: one stray label must not add empty classes.
+    used = np.unique(np.concatenate([idx.read_idx(path).ravel() for path in label_files]))
+    top = int(used.max(initial=0))
+    missing = sorted(set(range(top + 1)) - {int(v) for v in used})
+    if missing:
+        shown = ", ".join(str(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise CorruptDataError(
+            f"{', '.join(label_files)}: the labels must number the classes 0..K-1 without gaps, "
+            f"but they go up to {top} while no image has label {shown} ({len(used)} distinct "
+            "labels). Renumber the labels, or remove the images with stray labels.")
     class_names = tuple(str(i) for i in range(top + 1))
     return _read_idx_split(name, split, image_file, label_file, class_names, False, 0)

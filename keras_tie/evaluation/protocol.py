@@ -241,6 +241,11 @@ def evaluate(run_dirs, ood_sets=None, scores=None, *, params=None, limit=None,
 
     data = _Data(runs, limit, seed, data_dir, log)
     ood_data = {name: data.ood_set(name) for name in ood_sets}
+    notes += [f"{s['name']}: converted from {_shape_text(s['converted_from'])} to "
+              f"{_shape_text(s['converted_to'])} to fit the model's input (the data layer's "
+              "conversion: bilinear resizing, colour to ITU-R 601 luma or gray tiled to 3 "
+              "channels)"
+              for s in data.ood_summaries if "converted_from" in s]
     # scores None: each run's default scores (listed per run under "detectors").
     settings = {"ood_sets": ood_sets, "scores": scores, "params": params, "limit": limit,
                 "balance": bool(balance), "seed": seed, "tpr": metrics.TPR_LEVEL,
@@ -320,6 +325,9 @@ class _Data:
             dataset = self._load(name, "test", data_dir=self.data_dir, limit=self.limit,
                                  target_shape=self.image_shape)
             summary = {"name": name, "kind": spec.kind, "converted_to": list(self.image_shape)}
+            original = getattr(spec, "image_shape", None)
+            if original and tuple(original) != tuple(self.image_shape):
+                summary["converted_from"] = list(original)
         summary.update(count=len(dataset), source=dataset.info.source)
         self.ood_summaries.append(summary)
         return dataset
@@ -331,6 +339,10 @@ class _Data:
         from keras_tie.data.splits import stratified_subset
 
         return index[stratified_subset(labels[index], self.limit)]
+
+
+def _shape_text(shape):
+    return "x".join(str(d) for d in shape)
 
 
 def _evaluate_run(evaluation, run, detectors, data, ood_data, balance, seed, batch_size,

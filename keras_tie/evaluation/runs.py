@@ -113,6 +113,9 @@ def load_run(run_dir, label=None):
     if missing:
         raise EvaluationError(f"{run_file} lacks {', '.join(missing)}; was it written by "
                               "`keras-tie train`?")
+    if info.get("status") == "failed":
+        raise EvaluationError(f"{run_dir!r} is a failed run, which is not evaluated: "
+                              f"{info.get('failure', 'its training did not complete')}")
     if not os.path.isfile(model_file):
         raise EvaluationError(
             f"{run_dir!r} has no {MODEL_FILE} (run status: {info.get('status', 'unknown')!r}). "
@@ -129,7 +132,8 @@ def load_run(run_dir, label=None):
     try:
         model = keras.saving.load_model(model_file, compile=False)
     except Exception as error:  # Keras raises many types for a damaged file
-        raise EvaluationError(f"Cannot load {model_file}: {error}") from error
+        raise EvaluationError(f"Cannot load {model_file}: it is not a readable .keras archive "
+                              f"(damaged or truncated?): {error}") from error
     label = label or os.path.basename(os.path.normpath(run_dir)) or run_dir
     if info.get("method") == "flow":
         return Run(run_dir, label, info, model)

@@ -61,8 +61,12 @@ class ExportedModel:
             self.metadata = _tflite_metadata(path)
             from ai_edge_litert.interpreter import Interpreter
 
-            self._runner = Interpreter(model_path=path, num_threads=num_threads) \
-                .get_signature_runner(SIGNATURE)
+            try:
+                self._runner = Interpreter(model_path=path, num_threads=num_threads) \
+                    .get_signature_runner(SIGNATURE)
+            except (ValueError, RuntimeError) as error:
+                raise ExportError(f"{path} cannot be loaded by the TFLite interpreter "
+                                  f"(damaged or truncated?): {error}") from error
         else:
             self.backend = "savedmodel"
             self.path = version_dir(path)
@@ -235,6 +239,7 @@ def _result_line(name, outputs, row, class_names, note):
             "score": float(outputs["score"][row]),
             "uncertainty": float(outputs["uncertainty"][row]),
             "garbage_probability": float(outputs["garbage_probability"][row])}
+    line["reject_level"] = level
     if level != LEVEL_ACCEPTED:
         line["reject_reason"] = REJECT_REASONS.get(level, str(level))
     if note:

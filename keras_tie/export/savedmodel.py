@@ -203,10 +203,13 @@ def load_run(run_dir):
     if not os.path.isfile(run_file):
         raise ExportError(f"{run_dir} is not a run folder: it has no run.json. "
                           f"Received: run_dir={run_dir!r}")
+    run_info = read_json(run_file)
+    if run_info.get("status") == "failed":
+        raise ExportError(f"{run_dir} is a failed run, which is not exported: "
+                          f"{run_info.get('failure', 'its training did not complete')}")
     if not os.path.isfile(model_file):
         raise ExportError(f"{run_dir} has no model.keras: the run has not finished "
                           "(`keras-tie train --output RUN_DIR --resume` completes it).")
-    run_info = read_json(run_file)
     if run_info.get("method") == "flow":
         raise ExportError(
             f"{run_dir} is a flow run, which keras-tie does not export: the export ships a "
@@ -217,7 +220,11 @@ def load_run(run_dir):
         if key not in run_info:
             raise ExportError(f"{run_file} has no {key!r}: it was not written by keras-tie's "
                               "runner.")
-    classifier = keras.saving.load_model(model_file)
+    try:
+        classifier = keras.saving.load_model(model_file)
+    except Exception as error:  # Keras raises many types for a damaged file
+        raise ExportError(f"Cannot load {model_file}: it is not a readable .keras archive "
+                          f"(damaged or truncated?): {error}") from error
     outputs = int(classifier.outputs[0].shape[-1])
     if outputs != run_info["num_outputs"]:
         raise ExportError(f"model.keras has {outputs} outputs but run.json says "

@@ -129,10 +129,18 @@ def _tensor(key, value, spec):
     described = f"{spec.dtype.name} pixels in [0, 255]" if key == "images" else spec.dtype.name
     try:
         array = np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
+        # numpy would read "30" and true as numbers; TF Serving refuses them, and so do we.
+        kinds = {type(v) for v in np.asarray(value, dtype=object).flat}
     except (ValueError, TypeError) as error:
         raise ValueError(f"Input \"{key}\" must be a nested list of numbers of shape {expected} "
                          f"({described}); its rows differ in length or hold non-numbers: "
                          f"{error}") from None
+    wrong = sorted(k.__name__ for k in kinds if k is bool or not issubclass(k, (int, float)))
+    if wrong:
+        names = {"str": "strings", "bool": "true/false", "NoneType": "null"}
+        raise ValueError(f"Input \"{key}\" must be a nested list of JSON numbers of shape "
+                         f"{expected} ({described}). Received: "
+                         f"{', '.join(names.get(w, w) for w in wrong)} among the values")
     if not spec.shape.is_compatible_with(array.shape) or array.shape[0] == 0:
         raise ValueError(f"Input \"{key}\" must have shape {expected} ({described}), at least one "
                          f"example. Received: shape {list(array.shape)}")

@@ -162,6 +162,57 @@ class InversionExclusion(keras.callbacks.Callback):
             self._writer.flush()
 
 
+class TrainingDiverged(RuntimeError):
+    """Training stopped on a non-finite loss; the run folder keeps its last finite checkpoint."""
+
+
+class NonFiniteStop(keras.callbacks.Callback):
+    """Stops `fit` at the first non-finite loss and fails the run, keeping its last good state.
+
+    Keras' `TerminateOnNaN` stops training but lets `fit` return normally, so
+    a diverged run used to be saved and reported as complete. Here:
+
+    - at the first batch whose logged `loss` is NaN or infinite, training
+      stops (`stop_training`) and `stopped_at` records (epoch, step), 1-based;
+    - `RunCheckpoint` writes no checkpoint for that epoch (it asks
+      `stopped_at`), so the newest checkpoint is the last finite one;
+    - when `fit` ends, run.json gets `status: "failed"` and a `failure`
+      message, and `TrainingDiverged` is raised: nothing after `fit` (saving
+      model.keras, testing) runs, and `keras-tie train` exits with an error.
+    """
+
+    def __init__(self, run_file=None):
+        super().__init__()
+        self.run_file = run_file
+        self.stopped_at = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.stopped_at is None and loss is not None and not np.all(np.isfinite(loss)):
+            self.stopped_at = (self._epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_at is None:
+            return
+        epoch, step = self.stopped_at
+        message = (f"Training stopped: the loss became non-finite (NaN or infinite) at epoch "
+                   f"{epoch}, step {step}. The weights of that epoch were not saved; "
+                   f"the newest checkpoint is that of epoch {epoch - 1} (none if 0). Lower the "
+                   "learning rate (optimizer.classifier_lr) and start a new run.")
+        if self.run_file is not None and os.path.isfile(self.run_file):
+            from keras_tie._io import read_json, write_json
+
+            record = read_json(self.run_file)
+            record.update(status="failed", failure=message, epochs_completed=epoch - 1)
+            write_json(self.run_file, record)
+        raise TrainingDiverged(message)
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_seconds` to logs: wall time from this callback's epoch begin to its epoch end.
 

@@ -20,6 +20,7 @@ at any moment leaves latest.json pointing at a complete checkpoint. The last
 import glob
 import os
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -28,6 +29,10 @@ import tensorflow as tf
 from keras_tie._io import read_json, write_json
 
 LATEST = "latest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read back."""
 
 
 def checkpoint_dir(run_dir):
@@ -59,18 +64,76 @@ def save_checkpoint(run_dir, epoch, trackables, state, pool=None, keep=2):
 
 
 def latest_checkpoint(run_dir):
-    """(directory, state) of the newest complete checkpoint, or None."""
+    """(directory, state) of the newest intact checkpoint, or None when there is none.
+
+    latest.json names the newest checkpoint. When it, or the checkpoint it
+    names, is damaged (a half-written latest.json, a truncated ckpt file, a
+    damaged pool.npy or state.json: `check_checkpoint`), the next newest
+    `epoch_*` folder that is intact is used, with a warning naming what was
+    damaged.
+
+    Raises:
+        CheckpointError: checkpoints exist but none of them is intact.
+    """
     root = checkpoint_dir(run_dir)
     pointer = os.path.join(root, LATEST)
-    if not os.path.isfile(pointer):
+    candidates = sorted(glob.glob(os.path.join(root, "epoch_*")), reverse=True)
+    if not os.path.isfile(pointer) and not candidates:
         return None
-    directory = os.path.join(root, read_json(pointer)["directory"])
+    damaged = []
+    if os.path.isfile(pointer):
+        try:
+            named = os.path.join(root, read_json(pointer)["directory"])
+            candidates = [named] + [c for c in candidates if c != named]
+        except (ValueError, KeyError, TypeError) as error:
+            damaged.append(f"{pointer} ({type(error).__name__}: {error})")
+    for directory in candidates:
+        try:
+            state = check_checkpoint(directory)
+        except CheckpointError as error:
+            damaged.append(str(error))
+            continue
+        if damaged:
+            warnings.warn("Damaged checkpoint data: " + "; ".join(damaged) +
+                          f". Resuming from the newest intact checkpoint, {directory} "
+                          f"(epoch {state['epoch']}).", stacklevel=2)
+        return directory, state
+    raise CheckpointError(
+        f"No intact checkpoint in {root}: " + "; ".join(damaged) +
+        ". Start a new run (another --output), or remove the checkpoints folder to restart "
+        "this one from epoch 0.")
+
+
+def check_checkpoint(directory):
+    """The state of the checkpoint in `directory` after checking that it reads back whole.
+
+    Reads state.json, every tensor of the TensorFlow checkpoint (so a
+    truncated data file is found) and the header and length of pool.npy.
+
+    Raises:
+        CheckpointError: naming the damaged file.
+    """
     state_file = os.path.join(directory, "state.json")
-    if not os.path.isfile(state_file):
-        raise FileNotFoundError(
-            f"{pointer} points at {directory}, which holds no state.json: the checkpoint "
-            "folder was changed by hand. Remove latest.json to start over.")
-    return directory, read_json(state_file)
+    try:
+        state = read_json(state_file)
+        int(state["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{state_file} ({type(error).__name__}: {error})") from error
+    prefix = os.path.join(directory, "ckpt")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as error:  # the reader raises OpError, IndexError, ... for a damaged file
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"{prefix} ({type(error).__name__}: {message})") from error
+    pool_file = os.path.join(directory, "pool.npy")
+    if os.path.isfile(pool_file):
+        try:
+            np.load(pool_file, mmap_mode="r")  # reads the header; a short file fails to map
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{pool_file} ({type(error).__name__}: {error})") from error
+    return state
 
 
 def restore_checkpoint(directory, trackables, pool=None):
@@ -110,10 +173,12 @@ class RunCheckpoint(keras.callbacks.Callback):
         every: epochs between checkpoints.
         last_epoch: the run's final epoch (always checkpointed).
         keep: the newest checkpoints kept; 0 keeps all.
+        guard: a `NonFiniteStop`; no checkpoint is written for an epoch
+            in which it stopped training.
     """
 
     def __init__(self, run_dir, trackables, state_fn, pool=None, every=1, last_epoch=None,
-                 keep=2):
+                 keep=2, guard=None):
         super().__init__()
         self.run_dir = run_dir
         self.trackables = trackables
@@ -122,8 +187,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.every = max(int(every), 1)
         self.last_epoch = last_epoch
         self.keep = int(keep)
+        self.guard = guard
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.stopped_at is not None:
+            return  # a non-finite loss in this epoch: keep the last finite checkpoint
         done = epoch + 1
         if done % self.every == 0 or done == self.last_epoch:
             save_checkpoint(self.run_dir, done, self.trackables, self.state_fn(done, logs or {}),

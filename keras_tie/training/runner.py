@@ -35,7 +35,7 @@ from keras_tie.config import Config, ConfigError
 from keras_tie.inference import predict_probabilities, two_level_decision
 from keras_tie.models import build_classifier, build_generator, resolve_backbone
 from keras_tie.training import distribute
-from keras_tie.training.callbacks import EpochTimer, InversionExclusion
+from keras_tie.training.callbacks import EpochTimer, InversionExclusion, NonFiniteStop
 from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, resume_from
 from keras_tie.training.pool import GarbagePool
 from keras_tie.training.tie_model import TIEModel
@@ -89,15 +89,34 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
         if not os.path.isfile(run_file):
             raise FileNotFoundError(
                 f"Cannot resume: {run_file} does not exist. Start the run without --resume.")
-        saved = read_json(run_file)
-        config = Config.from_dict(saved["config"]).replace(epochs=config.epochs) \
-            if config is not None else Config.from_dict(saved["config"])
+        saved = Config.from_dict(read_json(run_file)["config"])
+        if config is not None and config.epochs < saved.epochs:
+            raise ConfigError(
+                f"A resumed run can only be given more epochs: {run_dir} was started for "
+                f"{saved.epochs}. Received: epochs={config.epochs}. Pass --epochs "
+                f"{saved.epochs} or more, or leave --epochs out.")
+        config = saved.replace(epochs=config.epochs) if config is not None else saved
         checkpoint = latest_checkpoint(run_dir)
     elif os.path.isfile(run_file):
         raise FileExistsError(
             f"{run_dir} already holds a run. Pass --resume to continue it, or choose another "
             "--output folder.")
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise FileExistsError(
+            f"{run_dir} is not empty and is not a keras-tie run (it has no {RUN_FILE}): "
+            f"training would overwrite its files. Received: --output {run_dir}. Choose a new "
+            "or empty folder.")
+    created = not os.path.isdir(run_dir)
     os.makedirs(run_dir, exist_ok=True)
+    try:
+        return _train(config, run_dir, resume, verbose, callbacks, checkpoint, run_file)
+    except BaseException:
+        if created and os.path.isdir(run_dir) and not os.listdir(run_dir):
+            os.rmdir(run_dir)  # a start that failed leaves no empty folder behind
+        raise
+
+
+def _train(config, run_dir, resume, verbose, callbacks, checkpoint, run_file):
     keras.utils.set_random_seed(config.seed)
     if config.method == "flow":  # a density model, not a classifier: its own runner
         from keras_tie.training.flow_runner import train_flow
@@ -295,6 +314,11 @@ def load_training_data(config):
                                                           config.seed)
         held_images, held_labels = images[val_index], labels[val_index]
         images, labels = images[train_index], labels[train_index]
+    if train_set.info.num_classes < 2 or len(np.unique(labels)) < 2:
+        raise ConfigError(
+            f"{config.dataset} has {len(np.unique(labels))} class(es) with training images "
+            f"({train_set.info.num_classes} declared): a classifier needs at least two. Give "
+            "a dataset with two or more classes (for `folder:PATH`, one sub-folder per class).")
     if len(images) < config.batch_size:
         raise ConfigError(
             f"The training set has {len(images)} images, fewer than one batch. "
@@ -305,16 +329,25 @@ def load_training_data(config):
 
 def run_callbacks(run_dir, trackables, checkpoint_state, config, resume, callbacks=(),
                   pool=None):
-    """The callbacks every run folder gets, after the method's own: resumable checkpoints,
-    history.csv, TensorBoard logs, a stop on NaN, then the caller's `callbacks`."""
+    """The callbacks every run folder gets, after the method's own: a stop on a non-finite
+    loss that fails the run (`NonFiniteStop`), resumable checkpoints, history.csv, TensorBoard
+    logs, then the caller's `callbacks`."""
+    guard = NonFiniteStop(os.path.join(run_dir, RUN_FILE))
     return [
+        guard,
         RunCheckpoint(run_dir, trackables, checkpoint_state, pool, config.checkpoint_every,
-                      config.epochs, config.checkpoint_keep),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resume),
+                      config.epochs, config.checkpoint_keep, guard),
+        HistoryCSV(os.path.join(run_dir, "history.csv"), append=resume),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
         *callbacks,
     ]
+
+
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger with epochs counted from 1, as in run.json and the checkpoints."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
 
 
 def validation_split_indices(count, fraction, seed):
