@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import warnings
 
 import keras
@@ -150,3 +151,20 @@ def test_resume_refuses_fewer_epochs_and_history_csv_counts_from_one(two_checkpo
     assert info["config"]["epochs"] == 2
     rows = (run_dir / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows] == ["epoch", "1", "2"]
+
+
+def test_damaged_model_and_tflite_files_are_named(two_checkpoints, tmp_path):
+    from keras_tie.evaluation import EvaluationError, evaluate
+    from keras_tie.export import ExportedModel
+
+    run_dir, _ = two_checkpoints
+    exported = export_run(str(run_dir), str(tmp_path / "exported"), tflite=["float32"])
+    lite = os.path.join(exported.path, "tflite", "model_float32.tflite")
+    _damage(pathlib.Path(lite))
+    with pytest.raises(ExportError, match="model_float32.tflite.*damaged or truncated"):
+        ExportedModel(lite)
+    _damage(run_dir / "model.keras")
+    with pytest.raises(ExportError, match="model.keras.*damaged or truncated"):
+        export_run(str(run_dir), str(tmp_path / "again"))
+    with pytest.raises(EvaluationError, match="model.keras.*damaged or truncated"):
+        evaluate([str(run_dir)], ["gaussian"], ["msp"], limit=20, verbose=0)
