@@ -68,7 +68,8 @@ class ModelConfig:
             BatchNormalization in bfloat16 with float32 weights; the input
             standardisation, the features and the logits stay float32). On
             a CPU with AVX512_BF16 it made the CIFAR-10 preset's training
-            step 1.66x faster (docs/cifar10.md). The generator stays float32.
+            step 1.57x faster (benchmarks/cifar10_speed.py; docs/cifar10.md).
+            The generator stays float32.
     """
 
     backbone: str = "auto"

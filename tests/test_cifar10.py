@@ -80,7 +80,8 @@ def test_one_tie_step_on_cifar10_images_in_bfloat16(cifar_slice):
     assert {"loss", "inv_loss", "inv_kl", "inv_ce", "inv_cos"} <= set(logs)
     assert all(np.isfinite(v) for v in logs.values())
     assert all(w.dtype == "float32" for w in classifier.trainable_weights)
-    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before_c, classifier.trainable_weights))
+    assert any(not np.allclose(a, b.numpy())
+               for a, b in zip(before_c, classifier.trainable_weights))
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(before_g, generator.trainable_weights))
 
 

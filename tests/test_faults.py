@@ -1,4 +1,4 @@
-"""Faults a demanding user runs into: divergence, foreign folders, one class, damaged checkpoints."""
+"""Faults a demanding user runs into: divergence, foreign folders, one class, damaged files."""
 
 import json
 import os

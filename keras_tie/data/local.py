@@ -397,8 +397,9 @@ def _read_user_idx(name, split, image_file, label_file, label_files):
     # a class number no image has is refused: one stray label must not add empty classes.
     used = np.unique(np.concatenate([idx.read_idx(path).ravel() for path in label_files]))
     top = int(used.max(initial=0))
-    missing = sorted(set(range(top + 1)) - {int(v) for v in used})
-    if missing:
+    if len(used) < top + 1:
+        # The first missing class numbers lie below len(used) + 10: no array up to `top`.
+        missing = np.setdiff1d(np.arange(min(top + 1, len(used) + 11)), used)
         shown = ", ".join(str(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
         raise CorruptDataError(
             f"{', '.join(label_files)}: the labels must number the classes 0..K-1 without gaps, "

@@ -89,7 +89,8 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
     variance = [0.25] * channels if variance is None else list(variance)
     backbone = resolve_backbone(backbone, image_shape)
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={precision!r}")
+        raise ValueError(f"precision must be one of {PRECISIONS}. "
+                         f"Received: precision={precision!r}")
     with _dtype_policy(precision):
         return _build(image_shape, num_outputs, backbone, width, dense_units, mean, variance,
                       bn_momentum, dropout, name)

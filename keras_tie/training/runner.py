@@ -314,9 +314,10 @@ def load_training_data(config):
                                                           config.seed)
         held_images, held_labels = images[val_index], labels[val_index]
         images, labels = images[train_index], labels[train_index]
-    if train_set.info.num_classes < 2 or len(np.unique(labels)) < 2:
+    present = len(np.unique(labels))
+    if train_set.info.num_classes < 2 or present < 2:
         raise ConfigError(
-            f"{config.dataset} has {len(np.unique(labels))} class(es) with training images "
+            f"{config.dataset} has {present} class(es) with training images "
             f"({train_set.info.num_classes} declared): a classifier needs at least two. Give "
             "a dataset with two or more classes (for `folder:PATH`, one sub-folder per class).")
     if len(images) < config.batch_size:
