@@ -28,8 +28,8 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 def probe(run_dir, ood_names, limit=2000, data_dir=None):
     """{set name: dict of the measurements} for the ID test set and each OOD set."""
-    from keras_tie.cvae.on_manifold import mahalanobis_squared
-    from keras_tie.cvae.sampler import OutlierSampler
+    from keras_tie.methods.cvae.on_manifold import mahalanobis_squared
+    from keras_tie.methods.cvae.sampler import OutlierSampler
     from keras_tie.data import load
     from keras_tie.data.dataset import to_float
     from keras_tie.evaluation.runs import load_run

@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from keras_tie import run_folder
+
 OOD_CANDIDATES = ("fashion_mnist", "mnist", "cifar10", "svhn_cropped", "cifar100")
 LATENCY_RATIO_LIMIT = 1.1
 
@@ -49,7 +51,6 @@ def main():
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
-    import keras
     import tensorflow as tf
 
     from keras_tie.data import DatasetError, load
@@ -101,7 +102,7 @@ def main():
 
         # The export computes in float32 (float32_copy); a mixed_bfloat16 run is compared both
         # as exported (the parity and the backbone latency) and as trained (its labels).
-        trained = keras.saving.load_model(os.path.join(args.run_dir, "model.keras"))
+        trained = run_folder.load_model(run_folder.run_path(args.run_dir, run_folder.MODEL_FILE))
         classifier = float32_copy(trained)
         p = predict_probabilities(classifier, mixed / 255.0)
         tau = meta["score"]["threshold"]

@@ -38,13 +38,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_tie import metrics
+from keras_tie import metrics, run_folder
 from keras_tie._io import read_json
 from keras_tie.config import Config, parse_override, preset_path
 from keras_tie.data import load
 from keras_tie.detectors import get_detector
-from keras_tie.models.realnvp import RealNVP
-from keras_tie.training.flow_model import DEFAULT_ALPHA, FlowModel
+from keras_tie.methods.flow.model import DEFAULT_ALPHA, FlowModel
+from keras_tie.methods.flow.realnvp import RealNVP
 from keras_tie.training.runner import train
 
 PAPER_AUROC = {"vanilla": 0.977, "penalized": 0.994}  # Table 1, FashionMNIST vs MNIST
@@ -128,7 +128,7 @@ def train_variant(config, run_dir):
 
 def score_sets(run_dir, id_images, ood_images):
     """{score: (ID scores, OOD scores)} of the run's flow."""
-    flow = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    flow = run_folder.load_model(run_folder.run_path(run_dir, run_folder.MODEL_FILE))
     detectors = {name: get_detector(name, flow) for name in SCORES}
     return {name: (d.score(id_images), d.score(ood_images)) for name, d in detectors.items()}
 

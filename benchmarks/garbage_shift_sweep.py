@@ -17,9 +17,9 @@ Writes a Markdown table to --output (default benchmarks/results/garbage_shift_RU
 import argparse
 import os
 
-import keras
 import numpy as np
 
+from keras_tie import run_folder
 from keras_tie._io import read_json
 from keras_tie.data import load
 from keras_tie.inference import predict_logits
@@ -41,7 +41,7 @@ def sweep(run_dir, ood_names, deltas, data_dir=None):
     if info.get("method") not in ("tie", "static", "cvae"):
         raise SystemExit(f"{run_dir} is a {info.get('method')!r} run; the sweep needs a model "
                          "with a garbage class (methods tie, static, cvae).")
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    model = run_folder.load_model(run_folder.run_path(run_dir, run_folder.MODEL_FILE))
     shape = tuple(info["image_shape"])
     test = load(info["dataset"], split="test", data_dir=data_dir)
     id_logits = np.asarray(predict_logits(model, test.images))

@@ -48,6 +48,8 @@ import time
 
 import numpy as np
 
+from keras_tie import run_folder
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 TRAIN_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
@@ -101,7 +103,6 @@ def flow_penalty(dataset, steps, data_dir, width=None):
 
 def export_latency(run_dir, data_dir, repeats, images):
     """SavedModel / backbone latency ratios at batch 1 and 256, TFLite float32 and int8 ms/image."""
-    import keras
 
     from export_benchmark import _pixels, latency_per_image
 
@@ -113,7 +114,7 @@ def export_latency(run_dir, data_dir, repeats, images):
                             data_dir=data_dir)
         dataset = result.metadata["source_run"]["dataset"]
         pixels = _pixels(load(dataset, split="test", data_dir=data_dir, limit=images).images)
-        classifier = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+        classifier = run_folder.load_model(run_folder.run_path(run_dir, run_folder.MODEL_FILE))
         saved = ExportedModel(result.path)
         lite = {v: ExportedModel(os.path.join(result.path, info["file"]))
                 for v, info in result.metadata["tflite"].items()}
@@ -125,20 +126,19 @@ def export_latency(run_dir, data_dir, repeats, images):
 
 def evaluation_throughput(run_dir, flow_config, data_dir, images, flow_images):
     """Images/s of `score` (and seconds of `fit`) per detector."""
-    import keras
 
     from keras_tie._io import read_json
     from keras_tie.config import Config, preset_path
     from keras_tie.data import load
     from keras_tie.detectors import get_detector
-    from keras_tie.models.realnvp import RealNVP
-    from keras_tie.models.repair_unet import build_repair_unet
-    from keras_tie.repair.perceptual import PerceptualDistance
-    from keras_tie.training.repair_model import RepairModel
+    from keras_tie.methods.flow.realnvp import RealNVP
+    from keras_tie.methods.repair.model import RepairModel
+    from keras_tie.methods.repair.perceptual import PerceptualDistance
+    from keras_tie.methods.repair.unet import build_repair_unet
 
     info = read_json(os.path.join(run_dir, "run.json"))
     dataset = info["dataset"]
-    classifier = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    classifier = run_folder.load_model(run_folder.run_path(run_dir, run_folder.MODEL_FILE))
     train = load(dataset, split="train", data_dir=data_dir, limit=images)
     test = load(dataset, split="test", data_dir=data_dir, limit=images)
     garbage = info.get("garbage_index")

@@ -39,6 +39,8 @@ import time
 
 import numpy as np
 
+from keras_tie import run_folder
+
 OOD_SETS = {"cifar10": ("cifar100", "gaussian", "uniform"),
             "fashion_mnist": ("mnist", "gaussian", "uniform")}
 VARIANTS = ("reconstruction", "inpaint", "superres")
@@ -143,7 +145,7 @@ def time_full_epoch(config, perceptual, steps):
     import tensorflow as tf
 
     from keras_tie.data import load
-    from keras_tie.training.repair_runner import build_repair_model
+    from keras_tie.methods.repair.recipe import build_repair_model
 
     full = load(config.dataset, "train", data_dir=config.data_dir or None)
     train_images = len(full) - int(round(len(full) * config.validation_split))
@@ -222,11 +224,9 @@ def distances(function, images, batch_size=256):
 
 
 def _load(path):
-    import keras
 
-    import keras_tie.training.repair_model  # noqa: F401  (registers RepairModel)
 
-    return keras.saving.load_model(path, compile=False)
+    return run_folder.load_model(path)
 
 
 def write(report, output):

@@ -20,9 +20,9 @@ detector never has. Synthetic noise sets are never restandardised.
 import argparse
 import os
 
-import keras
 import numpy as np
 
+from keras_tie import run_folder
 from keras_tie._io import read_json
 from keras_tie.data import load, restandardize
 from keras_tie.inference import predict_probabilities, two_level_decision
@@ -40,7 +40,7 @@ PAPER = {
 
 def evaluate_run(run_dir, ood_names, data_dir=None, ood_normalization="id"):
     info = read_json(os.path.join(run_dir, "run.json"))
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    model = run_folder.load_model(run_folder.run_path(run_dir, run_folder.MODEL_FILE))
     shape = tuple(info["image_shape"])
     tau = info.get("tau")
     test = load(info["dataset"], split="test", data_dir=data_dir)

@@ -11,12 +11,14 @@ import click
 @click.option("--version", "version", type=click.IntRange(min=1),
               help="Version number. Default: one above the highest in OUTPUT (1 if none).")
 @click.option("--score", default="ue", show_default=True,
-              help="OOD score computed in the graph: ue (UE of the softmax) or garbage "
-              "(probability of the garbage class). Higher = more OOD.")
+              help="OOD score computed in the graph: ue (UE of the full softmax), garbage "
+              "(probability of the garbage class), or the evaluation's msp, energy, entropy "
+              "(over the n class outputs) and msp@n+1, energy@n+1, entropy@n+1 (over all "
+              "outputs). Higher = more OOD.")
 @click.option("--threshold", type=float,
               help="Reject when score > THRESHOLD. Default: tau_T of the run for ue, 0.5 for "
-              "garbage; ue of a plain run: the value accepting 95% of in-distribution "
-              "training images.")
+              "garbage; otherwise (msp, energy, entropy, ue of a plain run) the value "
+              "accepting 95% of in-distribution validation (else training) images.")
 @click.option("--tflite", "tflite", default="", metavar="VARIANTS",
               help="Also convert to TFLite: comma-separated float32,float16,int8,int8_full "
               "(int8: int8 network with a float32 head; int8_full: every operator int8, for "
@@ -39,6 +41,7 @@ def export(run_dir, output, version, score, threshold, tflite, data_dir, represe
       keras-tie export runs/mnist_tie --output exported/mnist
       keras-tie export runs/mnist_tie -o exported/mnist --tflite float32,float16,int8
       keras-tie export runs/mnist_plain --threshold 0.2
+      keras-tie export runs/mnist_tie --score energy
     """
     from keras_tie.data import DatasetError
     from keras_tie.export import export_run

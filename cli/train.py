@@ -142,13 +142,13 @@ RESUME_MAY_CHANGE = ("epochs",)
 def _refuse_changes_on_resume(output, values):
     """Refuses options and --set values that differ from the saved config of the run in
     `output` (they would be ignored: a resumed run keeps its own config)."""
-    from keras_tie._io import read_json
+    from keras_tie import run_folder
     from keras_tie.config import Config
 
-    run_file = os.path.join(output, "run.json")
-    if not os.path.isfile(run_file):
+    if not run_folder.is_run(output):
         return  # the runner says that there is nothing to resume
-    saved = Config.from_dict(read_json(run_file)["config"])
+    run_file = run_folder.run_path(output)
+    saved = Config.from_dict(run_folder.read_record(output)["config"])
     given = {key: value for key, value in values.items() if key not in RESUME_MAY_CHANGE}
     changed = saved.differences(saved.with_overrides(given))
     if changed:

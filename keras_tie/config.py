@@ -2,39 +2,114 @@
 
 A config is a tree of frozen dataclasses. `Config.from_dict` refuses unknown
 keys, wrong types and impossible values before anything is trained, naming the
-key (`tie.alpha`) and the value received. Presets live in `configs/NAME.toml`;
+key (`tie.alpha`) and the value received: each section (`ModelConfig`,
+`TIEConfig`, ...) checks its own keys when it is built, `Config` the top-level
+keys and what spans sections. Presets live in `configs/NAME.toml`;
 command-line options and `--set section.key=value` override them.
 
 Defaults are the TIE paper's (001_b369f55403bc771c.txt, section 6.1) where the
-paper gives a number; every other default is a documented choice.
+paper gives a number; every other default is a documented choice. Knobs marked
+"Experimental:" lost, or made no measured difference, in the runs of
+docs/experiments.md; they stay so that older run.json configs load.
 """
 
 import dataclasses
 import difflib
 import math
+import operator
 import os
 import tomllib
 import typing
 
 METHODS = ("tie", "static", "plain", "flow", "repair", "cvae")
 DIVERSITY = ("batch", "class")
-RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/training/pool.py
+RETIREMENT = ("random", "reservoir")  # garbage pool rules, keras_tie/methods/tie/pool.py
 CVAE_INITIAL = ("replace", "add")
 INVERSION_MODES = ("inference", "training")  # the classifier's mode in the generator step
-INITIAL_NOISE = ("clipped", "unclipped")  # the pool's starting noise, keras_tie/training/pool.py
+INITIAL_NOISE = ("clipped", "unclipped")  # the pool's starting noise, keras_tie/methods/tie/pool.py
 AUGMENTATIONS = ("none", "flip", "shift", "flip+shift")
 SCHEDULES = ("constant", "cosine")  # optimizer.classifier_schedule
 CLASSIFIER_OPTIMIZERS = ("adam", "adadelta", "sgd")  # optimizer.classifier_optimizer
 BACKBONES = ("auto", "conv3", "conv5", "resnet", "airbench", "cnn2")
 PRECISIONS = ("float32", "mixed_bfloat16")  # model.precision
+GENERATOR_INITS = ("gray", "data_mean")  # model.generator_init
 
 
 class ConfigError(ValueError):
     """A configuration key, type or value that cannot be used."""
 
 
+# Rules that many keys share: (test, what the error says a valid value is).
+_AT_LEAST_ONE = (lambda value: value >= 1, "an integer >= 1")
+_COUNT = (lambda value: value >= 0, "an integer >= 0")
+_NON_NEGATIVE = (lambda value: value >= 0, "a number >= 0")
+_POSITIVE = (lambda value: value > 0, "a positive number")
+_FRACTION = (lambda value: 0.0 <= value < 1.0, "a number in [0, 1)")
+
+
+class _Table:
+    """Base of `Config` and its sections: built from a dict, checked when built.
+
+    Each subclass checks its own keys in `__post_init__`, so none is ever
+    built with a bad value, and its errors name the full key (`tie.alpha`,
+    from `SECTION`). Checks that span sections are `Config`'s.
+    """
+
+    SECTION: typing.ClassVar[str] = ""  # the table's name in a config file; "" at the top
+
+    @classmethod
+    def from_dict(cls, values):
+        """Builds the table from nested dicts, refusing unknown keys and wrong types."""
+        prefix = f"{cls.SECTION}." if cls.SECTION else ""
+        if not isinstance(values, dict):
+            raise ConfigError(f"Expected a table for '{prefix or 'config'}'. Received: {values!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            name = f"{prefix}{key}"
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+                raise ConfigError(
+                    f"Unknown config key '{name}'.{hint} Known keys here: {', '.join(fields)}."
+                )
+            kind = hints[key]
+            if dataclasses.is_dataclass(kind):
+                kwargs[key] = kind.from_dict(value)
+            else:
+                kwargs[key] = _coerce(name, value, kind)
+        try:
+            return cls(**kwargs)
+        except ConfigError:
+            raise
+        except TypeError as error:  # pragma: no cover - guarded by the checks above
+            raise ConfigError(str(error)) from error
+
+    def _key(self, key):
+        """The full name of `key` (a dotted path below this table) in a config file."""
+        return f"{self.SECTION}.{key}" if self.SECTION else key
+
+    def _check(self, ok, key, expected):
+        """Raises ConfigError naming `key` and its value unless `ok`."""
+        if ok:
+            return
+        name, value = self._key(key), operator.attrgetter(key)(self)
+        if isinstance(value, tuple):  # shown as the TOML array it came from
+            value = list(value)
+        raise ConfigError(f"Config key '{name}' must be {expected}. Received: {name}={value!r}.")
+
+    def _require(self, rule, *keys):
+        test, expected = rule
+        for key in keys:
+            self._check(test(getattr(self, key)), key, expected)
+
+    def _require_choice(self, key, choices):
+        self._check(getattr(self, key) in choices, key, f"one of {choices}")
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Table):
     """Network shapes.
 
     Args:
@@ -57,12 +132,17 @@ class ModelConfig:
             bias at the logit of the training set's mean pixel per channel, so
             the first inverted samples have the data's mean intensity, dark for
             MNIST and Fashion-MNIST). The paper does not say (docs/tie.md).
+            Experimental: `data_mean` was no gain over `gray` on Fashion-MNIST
+            (docs/experiments.md, "Generator started at the data's mean pixel").
         bn_momentum: BatchNormalization momentum of both networks (Keras'
             0.99; use 0.9 for runs of a few hundred steps, see build_classifier).
         dropout: rate of a Dropout layer between the penultimate features and
             the logits (0, the default, adds none; the paper uses none). Active
             in the classifier's training steps only: the inversion, tau_t, the
-            features and every score see the network without it.
+            features and every score see the network without it. The
+            cvae_fashion_mnist preset uses 0.5. Experimental for methods tie and
+            static: 0.5 shrank TIE's garbage class on every OOD set
+            (docs/experiments.md, "Dropout 0.5").
         precision: the classifier's compute precision: `float32` (default)
             or `mixed_bfloat16` (Keras mixed precision: convolutions and
             BatchNormalization in bfloat16 with float32 weights; the input
@@ -71,6 +151,8 @@ class ModelConfig:
             step 1.57x faster (benchmarks/cifar10_speed.py; docs/cifar10.md).
             The generator stays float32.
     """
+
+    SECTION: typing.ClassVar[str] = "model"
 
     backbone: str = "auto"
     width: int = 32
@@ -82,9 +164,18 @@ class ModelConfig:
     dropout: float = 0.0
     precision: str = "float32"
 
+    def __post_init__(self):
+        self._require_choice("backbone", BACKBONES)
+        self._require(_AT_LEAST_ONE, "width", "dense_units", "latent_dim", "generator_width")
+        self._require(_FRACTION, "bn_momentum")
+        self._check(self.generator_init in GENERATOR_INITS, "generator_init",
+                    "'gray' or 'data_mean'")
+        self._require(_FRACTION, "dropout")
+        self._require_choice("precision", PRECISIONS)
+
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(_Table):
     """Optimizers and learning rates (TIE paper, section 6.1: Adam at 1e-4 and 1e-3).
 
     Args:
@@ -94,7 +185,9 @@ class OptimizerConfig:
             rho = 0.95 and epsilon = 1e-7, which are those of the Keras 2
             Adadelta the paper's code used, or `sgd` (Nesterov momentum 0.9,
             the usual CIFAR recipe; the CIFAR-10 preset's). The generator,
-            the CVAE and the flows always use Adam.
+            the CVAE and the flows always use Adam. Experimental: `adadelta`
+            lost to Adam in the Fashion-MNIST CVAE run (MNIST AUROC 56.6
+            against 86.3; docs/experiments.md, "CVAE outliers"; docs/cvae.md).
         classifier_lr: the classifier's learning rate (its peak with a schedule).
         generator_lr: the TIE generator's learning rate (always constant).
         classifier_schedule: `constant` (the papers' rule) or `cosine`: the
@@ -113,6 +206,8 @@ class OptimizerConfig:
             included, shrinks by lr * weight_decay per step; 0 = none).
     """
 
+    SECTION: typing.ClassVar[str] = "optimizer"
+
     classifier_lr: float = 1e-4
     generator_lr: float = 1e-3
     classifier_schedule: str = "constant"
@@ -120,9 +215,18 @@ class OptimizerConfig:
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
 
+    def __post_init__(self):
+        self._require(_POSITIVE, "classifier_lr", "generator_lr")
+        self._require_choice("classifier_schedule", SCHEDULES)
+        # Its upper bound, the run's epochs, is Config's check.
+        self._check(self.warmup_epochs == 0 or self.classifier_schedule == "cosine",
+                    "warmup_epochs", "0 unless optimizer.classifier_schedule = 'cosine'")
+        self._require(_FRACTION, "weight_decay")
+        self._require_choice("classifier_optimizer", CLASSIFIER_OPTIMIZERS)
+
 
 @dataclasses.dataclass(frozen=True)
-class TIEConfig:
+class TIEConfig(_Table):
     """Inversion and exclusion.
 
     Args:
@@ -133,7 +237,9 @@ class TIEConfig:
             up to `gamma_max` (paper: 10 raised "progressively" up to 100).
         diversity: pairs the cosine-diversity term averages over: `batch`
             (all pairs of the generated batch, the paper's term) or `class`
-            (pairs with the same target class only).
+            (pairs with the same target class only). Experimental: `class`
+            gave no gain in rejection in 8-epoch Fashion-MNIST runs
+            (docs/experiments.md, Fashion-MNIST TIE variants; docs/tie.md).
         threshold_lambda: tau_t = mean + lambda * std of the training UE
             (paper: 0.5).
         samples_per_class: inverted samples generated per class (n + 1
@@ -151,7 +257,9 @@ class TIEConfig:
             the latest epochs. `reservoir`: the k-th sample ever offered is kept
             with probability capacity / k (Algorithm R), so the pool stays a
             uniform sample of all epochs' samples and the initial noise, like
-            the paper's pool, which keeps everything.
+            the paper's pool, which keeps everything. Experimental:
+            `reservoir` sent 28.2% of MNIST to garbage against `random`'s 48.5%
+            (docs/experiments.md, "Reservoir retirement").
         initial_pool_size: Gaussian-noise images the pool starts with.
         initial_noise: that noise, N(0, I) in the classifier's standardised
             input space, `clipped` (default) to the pixel range [0, 1] and
@@ -159,6 +267,8 @@ class TIEConfig:
             is (about a fifth of Fashion-MNIST's noise pixels fall below 0),
             which stores the whole pool as float16 (twice the memory). The
             paper's "Gaussian noise" does not say which (docs/tie.md).
+            Experimental: `unclipped` moved MNIST-to-garbage only within the
+            seed spread (docs/experiments.md, "Unclipped initial noise").
         threshold_samples: training images used to estimate tau_t (0 = all).
         garbage_weight: multiplier on the garbage class's balanced weight (1 =
             every class, garbage included, weighs the same in the loss). Below
@@ -167,15 +277,17 @@ class TIEConfig:
         cvae_run: a finished `cvae` run folder of the same dataset (its
             cvae.keras): the pool starts with `initial_pool_size` CVAE outliers
             (half Type I, half Type II) instead of Gaussian noise (""= none;
-            docs/cvae.md). Methods tie and static.
+            docs/cvae.md). Methods tie and static. Experimental: CVAE outliers
+            in the pool did not help at any budget (docs/experiments.md,
+            "TIE with CVAE outliers in its pool").
         cvae_per_epoch: CVAE outliers (half Type I, half Type II) added to the
             pool after every epoch, next to the inverted samples (0 = seed
-            only; needs `cvae_run`).
+            only; needs `cvae_run`). Experimental, as `cvae_run`.
         cvae_initial: how `cvae_run`'s initial outliers enter the pool:
             `replace` (default) the Gaussian noise, or `add` them to it, so the
             pool starts with `initial_pool_size` noise images and as many CVAE
             outliers and keeps the far-from-the-data noise the seed would
-            remove (docs/cvae.md).
+            remove (docs/cvae.md). Experimental, as `cvae_run`.
         inversion_mode: the classifier's mode in the generator step (the
             paper does not say). `inference` (default): BatchNormalization
             uses its moving statistics and the classifier is the function it
@@ -184,16 +296,19 @@ class TIEConfig:
             them, and dropout is active, as a PyTorch classifier left in
             `train()` mode during the generator step would be; the
             classifier's weights are still not changed by the generator step
-            (docs/tie.md).
+            (docs/tie.md). Experimental: `training` switched TIE off on
+            Fashion-MNIST (docs/experiments.md, "Inversion in training mode").
     """
 
-    alpha: float = 0.1
-    beta: float = 1.0
-    gamma_start: float = 10.0
-    gamma_max: float = 100.0
+    SECTION: typing.ClassVar[str] = "tie"
+
+    alpha: float = 0.1  # 001_b369f55403bc771c.txt, section 6.1
+    beta: float = 1.0  # ... section 6.1
+    gamma_start: float = 10.0  # ... section 6.1
+    gamma_max: float = 100.0  # ... section 6.1: "progressively increased (up to 100)"
     diversity: str = "batch"
-    threshold_lambda: float = 0.5
-    samples_per_class: int = 1000
+    threshold_lambda: float = 0.5  # ... section 6.1
+    samples_per_class: int = 1000  # ... section 6.1: "approximately 1000"
     generator_batch_size: int = 128
     generator_steps_per_epoch: int = 200
     garbage_per_batch: int = 0
@@ -208,9 +323,36 @@ class TIEConfig:
     cvae_initial: str = "replace"
     inversion_mode: str = "inference"
 
+    def __post_init__(self):
+        self._require(_NON_NEGATIVE, "alpha", "beta", "gamma_start", "gamma_max",
+                      "threshold_lambda")
+        self._require_choice("diversity", DIVERSITY)
+        self._check(self.garbage_weight > 0, "garbage_weight", "a number > 0")
+        self._check(self.gamma_max >= self.gamma_start, "gamma_max",
+                    f">= tie.gamma_start ({self.gamma_start})")
+        self._require(_AT_LEAST_ONE, "samples_per_class", "generator_batch_size",
+                      "pool_capacity", "initial_pool_size")
+        self._require(_COUNT, "generator_steps_per_epoch", "garbage_per_batch",
+                      "threshold_samples")
+        self._require_choice("pool_retirement", RETIREMENT)
+        self._check(self.initial_pool_size <= self.pool_capacity, "initial_pool_size",
+                    f"<= tie.pool_capacity ({self.pool_capacity})")
+        self._require_choice("initial_noise", INITIAL_NOISE)
+        self._require_choice("inversion_mode", INVERSION_MODES)
+        self._require(_COUNT, "cvae_per_epoch")
+        no_run = "when tie.cvae_run is empty (set tie.cvae_run to a cvae run folder)"
+        self._check(self.cvae_per_epoch == 0 or self.cvae_run, "cvae_per_epoch", f"0 {no_run}")
+        self._require_choice("cvae_initial", CVAE_INITIAL)
+        self._check(self.cvae_initial == "replace" or self.cvae_run, "cvae_initial",
+                    f"'replace' {no_run}")
+        self._check(self.cvae_initial != "add" or not self.cvae_run
+                    or 2 * self.initial_pool_size <= self.pool_capacity, "initial_pool_size",
+                    f"<= tie.pool_capacity / 2 ({self.pool_capacity // 2}) with "
+                    "tie.cvae_initial = 'add' (noise and CVAE outliers both start in the pool)")
+
 
 @dataclasses.dataclass(frozen=True)
-class FlowConfig:
+class FlowConfig(_Table):
     """The approximate-mass flow (method `flow`; 004_f7d5548531a0fef9.txt, docs/flow.md).
 
     Args:
@@ -235,6 +377,8 @@ class FlowConfig:
         trace_images: images of each trace set (0 = no trace).
     """
 
+    SECTION: typing.ClassVar[str] = "flow"
+
     alpha: float = 0.03125
     scales: int = 2
     blocks: int = 4
@@ -245,9 +389,16 @@ class FlowConfig:
     trace_ood: str = "mnist"
     trace_images: int = 500
 
+    def __post_init__(self):
+        self._require(_NON_NEGATIVE, "alpha", "clipnorm")
+        self._require(_AT_LEAST_ONE, "scales", "blocks", "width")
+        self._require(_POSITIVE, "learning_rate")
+        self._check(0.0 < self.logit_boundary < 0.5, "logit_boundary", "a number in (0, 0.5)")
+        self._check(self.trace_images >= 0, "trace_images", "0 (no trace) or a positive integer")
+
 
 @dataclasses.dataclass(frozen=True)
-class RepairConfig:
+class RepairConfig(_Table):
     """SR-OOD, OOD detection by sample repairing (method `repair`; 003_f548187660c0ce3b.txt,
     docs/repair.md).
 
@@ -284,6 +435,8 @@ class RepairConfig:
             = automatic: fashion_mnist for mnist, cifar100 for cifar10, ...).
     """
 
+    SECTION: typing.ClassVar[str] = "repair"
+
     variant: str = "superres"
     operators: tuple[str, ...] = ()
     factors: tuple[int, ...] = (2, 4)
@@ -302,9 +455,38 @@ class RepairConfig:
     layers: tuple[str, ...] = ()
     preview_ood: str = ""
 
+    def __post_init__(self):
+        from keras_tie.methods.repair.operators import VARIANTS, parse_operator
+
+        self._require_choice("variant", VARIANTS)
+        named = [("operators", name) for name in self.operators]
+        if self.test_operator != "auto":
+            named.append(("test_operator", self.test_operator))
+        for key, name in named:
+            try:
+                parse_operator(name)
+            except ValueError as error:
+                raise ConfigError(f"Config key '{self._key(key)}': {error}") from error
+        self._check(len(set(self.operators)) == len(self.operators), "operators",
+                    "a list without repeats")
+        self._check(self.variant != "superres" or self.operators or self.factors, "factors",
+                    "a non-empty list for variant superres")
+        self._check(all(f >= 2 for f in self.factors), "factors",
+                    "integers >= 2 (1 is the identity)")
+        self._check(self.variant != "inpaint" or self.operators
+                    or (self.box_sizes and self.box_offsets), "box_sizes",
+                    "non-empty (and box_offsets too) for variant inpaint")
+        self._check(all(s >= 1 for s in self.box_sizes), "box_sizes", "integers >= 1")
+        self._check(all(o >= 0 for o in self.box_offsets), "box_offsets", "integers >= 0")
+        self._require(_NON_NEGATIVE, "lambda_l2", "lambda_perceptual")
+        self._check(self.lambda_l2 + self.lambda_perceptual > 0, "lambda_l2",
+                    "> 0 when repair.lambda_perceptual is 0")
+        self._require(_AT_LEAST_ONE, "width", "depth", "selection_images")
+        self._require(_POSITIVE, "learning_rate")
+
 
 @dataclasses.dataclass(frozen=True)
-class CVAEConfig:
+class CVAEConfig(_Table):
     """CVAE outlier generation and the (n+1)-class classifier (method `cvae`;
     002_50acf6af2ae3a4e5.txt, docs/cvae.md).
 
@@ -333,6 +515,8 @@ class CVAEConfig:
             does the Fashion-MNIST preset, not the MNIST one: docs/cvae.md).
     """
 
+    SECTION: typing.ClassVar[str] = "cvae"
+
     latent_dim: int = 8
     width: int = 32
     hidden_units: int = 256
@@ -348,9 +532,22 @@ class CVAEConfig:
     jacobian_batch: int = 512
     clip_type1: bool = False
 
+    def __post_init__(self):
+        self._require(_AT_LEAST_ONE, "latent_dim", "width", "hidden_units", "vae_epochs",
+                      "jacobian_batch")
+        self._require(_COUNT, "type1_per_epoch", "type2_per_epoch", "ood_per_batch")
+        self._check(self.type1_per_epoch + self.type2_per_epoch >= 1, "type1_per_epoch",
+                    ">= 1 when cvae.type2_per_epoch is 0")
+        self._require(_POSITIVE, "learning_rate")
+        self._require(_NON_NEGATIVE, "beta_min")
+        self._check(self.beta_max >= self.beta_min, "beta_max",
+                    f">= cvae.beta_min ({self.beta_min})")
+        self._check(0.0 < self.coverage <= 1.0, "coverage", "a number in (0, 1]")
+        self._check(self.ood_weight > 0, "ood_weight", "a number > 0")
+
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(_Table):
     """A full training run.
 
     Args:
@@ -381,7 +578,7 @@ class Config:
             a mirror image: clothing, objects; not digits), `shift` (random
             translations by up to 2 pixels each way, the uncovered border
             black, as the usual pad-and-crop; for digits too; see
-            `keras_tie.training.runner.random_shift`), or `flip+shift` (both).
+            `keras_tie.training.batches.random_shift`), or `flip+shift` (both).
     """
 
     dataset: str = "digits"
@@ -403,109 +600,18 @@ class Config:
     cvae: CVAEConfig = dataclasses.field(default_factory=CVAEConfig)
 
     def __post_init__(self):
-        _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
-        _check(self.model.backbone in BACKBONES, "model.backbone", self.model.backbone,
-               f"one of {BACKBONES}")
-        _check(self.checkpoint_keep >= 0, "checkpoint_keep", self.checkpoint_keep,
-               "0 (keep every checkpoint) or a positive integer")
-        for key in ("epochs", "batch_size", "checkpoint_every"):
-            _check(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
-        _check(self.augment in AUGMENTATIONS, "augment", self.augment,
-               f"one of {AUGMENTATIONS}")
-        _check(self.limit >= 0, "limit", self.limit, "0 (all) or a positive integer")
-        _check(0.0 <= self.validation_split < 1.0, "validation_split", self.validation_split,
-               "a number in [0, 1)")
-        for key in ("width", "dense_units", "latent_dim", "generator_width"):
-            value = getattr(self.model, key)
-            _check(value >= 1, f"model.{key}", value, "an integer >= 1")
-        _check(0.0 <= self.model.bn_momentum < 1.0, "model.bn_momentum", self.model.bn_momentum,
-               "a number in [0, 1)")
-        _check(self.model.generator_init in ("gray", "data_mean"), "model.generator_init",
-               self.model.generator_init, "'gray' or 'data_mean'")
-        _check(0.0 <= self.model.dropout < 1.0, "model.dropout", self.model.dropout,
-               "a number in [0, 1)")
-        for key in ("classifier_lr", "generator_lr"):
-            value = getattr(self.optimizer, key)
-            _check(value > 0, f"optimizer.{key}", value, "a positive number")
-        _check(self.optimizer.classifier_schedule in SCHEDULES, "optimizer.classifier_schedule",
-               self.optimizer.classifier_schedule, f"one of {SCHEDULES}")
-        _check(self.model.precision in PRECISIONS, "model.precision", self.model.precision,
-               f"one of {PRECISIONS}")
-        _check(0.0 <= self.optimizer.warmup_epochs < self.epochs, "optimizer.warmup_epochs",
-               self.optimizer.warmup_epochs, f"a number in [0, epochs) (epochs = {self.epochs})")
-        _check(self.optimizer.warmup_epochs == 0 or self.optimizer.classifier_schedule == "cosine",
-               "optimizer.warmup_epochs", self.optimizer.warmup_epochs,
-               "0 unless optimizer.classifier_schedule = 'cosine'")
-        _check(0.0 <= self.optimizer.weight_decay < 1.0, "optimizer.weight_decay",
-               self.optimizer.weight_decay, "a number in [0, 1)")
-        _check(self.optimizer.classifier_optimizer in CLASSIFIER_OPTIMIZERS,
-               "optimizer.classifier_optimizer", self.optimizer.classifier_optimizer,
-               f"one of {CLASSIFIER_OPTIMIZERS}")
-        t = self.tie
-        for key in ("alpha", "beta", "gamma_start", "gamma_max", "threshold_lambda"):
-            _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "a number >= 0")
-        _check(t.diversity in DIVERSITY, "tie.diversity", t.diversity, f"one of {DIVERSITY}")
-        _check(t.garbage_weight > 0, "tie.garbage_weight", t.garbage_weight, "a number > 0")
-        _check(t.gamma_max >= t.gamma_start, "tie.gamma_max", t.gamma_max,
-               f">= tie.gamma_start ({t.gamma_start})")
-        for key in ("samples_per_class", "generator_batch_size", "pool_capacity",
-                    "initial_pool_size"):
-            _check(getattr(t, key) >= 1, f"tie.{key}", getattr(t, key), "an integer >= 1")
-        for key in ("generator_steps_per_epoch", "garbage_per_batch", "threshold_samples"):
-            _check(getattr(t, key) >= 0, f"tie.{key}", getattr(t, key), "an integer >= 0")
-        _check(t.pool_retirement in RETIREMENT, "tie.pool_retirement", t.pool_retirement,
-               f"one of {RETIREMENT}")
-        _check(t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
-               t.initial_pool_size, f"<= tie.pool_capacity ({t.pool_capacity})")
-        _check(t.initial_noise in INITIAL_NOISE, "tie.initial_noise", t.initial_noise,
-               f"one of {INITIAL_NOISE}")
-        _check(t.inversion_mode in INVERSION_MODES, "tie.inversion_mode", t.inversion_mode,
-               f"one of {INVERSION_MODES}")
-        _check(t.cvae_per_epoch >= 0, "tie.cvae_per_epoch", t.cvae_per_epoch,
-               "an integer >= 0")
-        _check(t.cvae_per_epoch == 0 or t.cvae_run, "tie.cvae_per_epoch", t.cvae_per_epoch,
-               "0 when tie.cvae_run is empty (set tie.cvae_run to a cvae run folder)")
-        _check(t.cvae_initial in CVAE_INITIAL, "tie.cvae_initial", t.cvae_initial,
-               f"one of {CVAE_INITIAL}")
-        _check(t.cvae_initial == "replace" or t.cvae_run, "tie.cvae_initial", t.cvae_initial,
-               "'replace' when tie.cvae_run is empty (set tie.cvae_run to a cvae run folder)")
-        _check(t.cvae_initial != "add" or not t.cvae_run
-               or 2 * t.initial_pool_size <= t.pool_capacity, "tie.initial_pool_size",
-               t.initial_pool_size, f"<= tie.pool_capacity / 2 ({t.pool_capacity // 2}) with "
-               "tie.cvae_initial = 'add' (noise and CVAE outliers both start in the pool)")
-        _check_flow(self.flow)
-        _check_repair(self.repair)
-        _check_cvae(self.cvae)
+        self._require_choice("method", METHODS)
+        self._check(self.checkpoint_keep >= 0, "checkpoint_keep",
+                    "0 (keep every checkpoint) or a positive integer")
+        self._require(_AT_LEAST_ONE, "epochs", "batch_size", "checkpoint_every")
+        self._require_choice("augment", AUGMENTATIONS)
+        self._check(self.limit >= 0, "limit", "0 (all) or a positive integer")
+        self._require(_FRACTION, "validation_split")
+        # Across sections (each section has checked its own keys when it was built):
+        self._check(0.0 <= self.optimizer.warmup_epochs < self.epochs, "optimizer.warmup_epochs",
+                    f"a number in [0, epochs) (epochs = {self.epochs})")
 
     # -- construction ---------------------------------------------------------
-
-    @classmethod
-    def from_dict(cls, values, _prefix=""):
-        """Builds a config from nested dicts, refusing unknown keys and wrong types."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"Expected a table for '{_prefix or 'config'}'. Received: {values!r}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for key, value in values.items():
-            name = f"{_prefix}{key}"
-            if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" Did you mean '{_prefix}{close[0]}'?" if close else ""
-                raise ConfigError(
-                    f"Unknown config key '{name}'.{hint} Known keys here: {', '.join(fields)}."
-                )
-            kind = hints[key]
-            if dataclasses.is_dataclass(kind):
-                kwargs[key] = kind.from_dict(value, _prefix=f"{name}.")
-            else:
-                kwargs[key] = _coerce(name, value, kind)
-        try:
-            return cls(**kwargs)
-        except ConfigError:
-            raise
-        except TypeError as error:  # pragma: no cover - guarded by the checks above
-            raise ConfigError(str(error)) from error
 
     @classmethod
     def load(cls, path=None, overrides=None):
@@ -563,12 +669,6 @@ def _flatten(values, prefix=""):
     return flat
 
 
-# Sections are dataclasses too; give them the same constructor.
-for _section in (ModelConfig, OptimizerConfig, TIEConfig, FlowConfig, RepairConfig,
-                 CVAEConfig):
-    _section.from_dict = classmethod(Config.from_dict.__func__)
-
-
 def parse_override(text):
     """Parses `section.key=value` (value in TOML syntax, bare strings allowed)."""
     if "=" not in text:
@@ -600,67 +700,6 @@ def default_configs_dir():
     return os.path.join(sys.prefix, "share", "keras-tie", "configs")
 
 
-def _check_flow(f):
-    for key in ("alpha", "clipnorm"):
-        _check(getattr(f, key) >= 0, f"flow.{key}", getattr(f, key), "a number >= 0")
-    for key in ("scales", "blocks", "width"):
-        _check(getattr(f, key) >= 1, f"flow.{key}", getattr(f, key), "an integer >= 1")
-    _check(f.learning_rate > 0, "flow.learning_rate", f.learning_rate, "a positive number")
-    _check(0.0 < f.logit_boundary < 0.5, "flow.logit_boundary", f.logit_boundary,
-           "a number in (0, 0.5)")
-    _check(f.trace_images >= 0, "flow.trace_images", f.trace_images,
-           "0 (no trace) or a positive integer")
-
-
-def _check_repair(r):
-    from keras_tie.repair.operators import VARIANTS, parse_operator
-
-    _check(r.variant in VARIANTS, "repair.variant", r.variant, f"one of {VARIANTS}")
-    named = [("repair.operators", name) for name in r.operators]
-    if r.test_operator != "auto":
-        named.append(("repair.test_operator", r.test_operator))
-    for key, name in named:
-        try:
-            parse_operator(name)
-        except ValueError as error:
-            raise ConfigError(f"Config key '{key}': {error}") from error
-    _check(len(set(r.operators)) == len(r.operators), "repair.operators", list(r.operators),
-           "a list without repeats")
-    _check(r.variant != "superres" or r.operators or r.factors, "repair.factors",
-           list(r.factors), "a non-empty list for variant superres")
-    _check(all(f >= 2 for f in r.factors), "repair.factors", list(r.factors),
-           "integers >= 2 (1 is the identity)")
-    _check(r.variant != "inpaint" or r.operators or (r.box_sizes and r.box_offsets),
-           "repair.box_sizes", list(r.box_sizes), "non-empty (and box_offsets too) for variant "
-           "inpaint")
-    _check(all(s >= 1 for s in r.box_sizes), "repair.box_sizes", list(r.box_sizes),
-           "integers >= 1")
-    _check(all(o >= 0 for o in r.box_offsets), "repair.box_offsets", list(r.box_offsets),
-           "integers >= 0")
-    for key in ("lambda_l2", "lambda_perceptual"):
-        _check(getattr(r, key) >= 0, f"repair.{key}", getattr(r, key), "a number >= 0")
-    _check(r.lambda_l2 + r.lambda_perceptual > 0, "repair.lambda_l2", r.lambda_l2,
-           "> 0 when repair.lambda_perceptual is 0")
-    for key in ("width", "depth", "selection_images"):
-        _check(getattr(r, key) >= 1, f"repair.{key}", getattr(r, key), "an integer >= 1")
-    _check(r.learning_rate > 0, "repair.learning_rate", r.learning_rate, "a positive number")
-
-
-def _check_cvae(c):
-    for key in ("latent_dim", "width", "hidden_units", "vae_epochs", "jacobian_batch"):
-        _check(getattr(c, key) >= 1, f"cvae.{key}", getattr(c, key), "an integer >= 1")
-    for key in ("type1_per_epoch", "type2_per_epoch", "ood_per_batch"):
-        _check(getattr(c, key) >= 0, f"cvae.{key}", getattr(c, key), "an integer >= 0")
-    _check(c.type1_per_epoch + c.type2_per_epoch >= 1, "cvae.type1_per_epoch",
-           c.type1_per_epoch, ">= 1 when cvae.type2_per_epoch is 0")
-    _check(c.learning_rate > 0, "cvae.learning_rate", c.learning_rate, "a positive number")
-    _check(c.beta_min >= 0, "cvae.beta_min", c.beta_min, "a number >= 0")
-    _check(c.beta_max >= c.beta_min, "cvae.beta_max", c.beta_max,
-           f">= cvae.beta_min ({c.beta_min})")
-    _check(0.0 < c.coverage <= 1.0, "cvae.coverage", c.coverage, "a number in (0, 1]")
-    _check(c.ood_weight > 0, "cvae.ood_weight", c.ood_weight, "a number > 0")
-
-
 def _coerce(name, value, kind):
     if typing.get_origin(kind) is tuple:  # tuple[T, ...]: a TOML array of T
         if not isinstance(value, (list, tuple)):
@@ -684,7 +723,3 @@ def _coerce(name, value, kind):
             f"Config key '{name}' must be a finite number. Received: {name}={value!r}.")
     return value
 
-
-def _check(ok, key, value, expected):
-    if not ok:
-        raise ConfigError(f"Config key '{key}' must be {expected}. Received: {key}={value!r}.")

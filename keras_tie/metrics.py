@@ -120,8 +120,20 @@ def threshold_at_tpr(id_scores, tpr=TPR_LEVEL):
     """The smallest threshold t that accepts (score <= t) at least `tpr` of `id_scores`.
 
     Fitted on held-out in-distribution scores, it is the deployment threshold:
-    an image whose score exceeds it is declared OOD.
+    an image whose score exceeds it is declared OOD. The evaluation and the
+    export (`keras_tie.export.calibrate_threshold`) both call it.
+
+    It is the k-th smallest score, k = ceil(tpr * N): tied scores are accepted
+    or rejected together, so ties at t can accept more than `tpr`. A product
+    tpr * N that floating point puts a hair above an integer (0.07 * 100 =
+    7.000000000000001) is read as that integer, rather than asking for one
+    image more as `np.quantile(..., method="inverted_cdf")` does.
+
+    Raises:
+        ValueError: no scores, a NaN score, or `tpr` outside (0, 1].
     """
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1]. Received: tpr={tpr}")
     scores = np.sort(np.asarray(id_scores, np.float64).ravel())
     if scores.size == 0 or np.isnan(scores).any():
         raise ValueError(f"threshold_at_tpr needs finite held-out ID scores. "

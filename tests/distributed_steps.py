@@ -33,8 +33,8 @@ def tie_step(strategy, outputs):
     import tensorflow as tf
 
     from keras_tie.models import build_classifier, build_generator
-    from keras_tie.training.pool import GarbagePool
-    from keras_tie.training.tie_model import TIEModel
+    from keras_tie.methods.tie.pool import GarbagePool
+    from keras_tie.methods.tie.model import TIEModel
 
     shape = (28, 28, 1)
     with strategy.scope():
@@ -60,8 +60,8 @@ def flow_step(strategy, outputs, alpha):
     import numpy as np
     import tensorflow as tf
 
-    from keras_tie.models.realnvp import RealNVP
-    from keras_tie.training.flow_model import FlowModel
+    from keras_tie.methods.flow.realnvp import RealNVP
+    from keras_tie.methods.flow.model import FlowModel
 
     with strategy.scope():
         keras.utils.set_random_seed(0)
@@ -80,9 +80,9 @@ def repair_step(strategy, outputs):
     import tensorflow as tf
 
     from keras_tie.models import build_classifier
-    from keras_tie.models.repair_unet import build_repair_unet
-    from keras_tie.repair.perceptual import PerceptualDistance
-    from keras_tie.training.repair_model import RepairModel
+    from keras_tie.methods.repair.unet import build_repair_unet
+    from keras_tie.methods.repair.perceptual import PerceptualDistance
+    from keras_tie.methods.repair.model import RepairModel
 
     with strategy.scope():
         keras.utils.set_random_seed(0)

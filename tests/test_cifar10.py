@@ -12,9 +12,9 @@ from keras_tie.config import Config, ConfigError
 from keras_tie.data import load
 from keras_tie.inference import predict_probabilities
 from keras_tie.models import build_classifier, build_generator, feature_model, float32_copy
-from keras_tie.training.pool import GarbagePool
+from keras_tie.methods.tie.pool import GarbagePool
 from keras_tie.training.runner import train
-from keras_tie.training.tie_model import TIEModel
+from keras_tie.methods.tie.model import TIEModel
 from keras_tie.uncertainty import uncertainty
 
 
@@ -61,6 +61,7 @@ def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_outputs():
         Config.load(None, {"model.precision": "float16"})
 
 
+@pytest.mark.slow
 def test_one_tie_step_on_cifar10_images_in_bfloat16(cifar_slice):
     images, labels = cifar_slice
     keras.utils.set_random_seed(0)
@@ -103,6 +104,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_cifar10_preset_options_train_and_resume_on_the_warmup_cosine(tmp_path, shared_data_dir,
                                                                       cache_dir):
     os.environ["KERAS_TIE_CACHE_DIR"] = str(cache_dir)

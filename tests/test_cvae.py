@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from keras_tie.cli.main import cli
 from keras_tie.config import Config, ConfigError
-from keras_tie.cvae import (
+from keras_tie.methods.cvae import (
     OutlierSampler,
     decoder_jacobian,
     fit_latent_stats,
@@ -19,13 +19,13 @@ from keras_tie.cvae import (
     normal_component,
     sample_ellipsoid,
 )
-from keras_tie.cvae.off_manifold import off_manifold_samples
+from keras_tie.methods.cvae.off_manifold import off_manifold_samples
 from keras_tie.models import build_classifier
-from keras_tie.models.cvae import CVAE
-from keras_tie.training.cvae_runner import ood_class_weights
-from keras_tie.training.outlier_pool import OutlierPool
+from keras_tie.methods.cvae.model import CVAE
+from keras_tie.methods.cvae.recipe import ood_class_weights
+from keras_tie.methods.cvae.outlier_pool import OutlierPool
 from keras_tie.training.precise_bn import recalibrate_batch_norm
-from keras_tie.training.tie_model import TIEModel
+from keras_tie.methods.tie.model import TIEModel
 
 SHAPE = (8, 8, 1)
 
@@ -256,6 +256,7 @@ def cvae_run(tmp_path_factory, shared_data_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_cli_trains_a_cvae_run_that_evaluate_and_resume_accept(cvae_run, shared_data_dir):
     info = json.loads((cvae_run / "run.json").read_text())
     assert info["method"] == "cvae" and info["status"] == "complete"
@@ -286,6 +287,7 @@ def test_cli_trains_a_cvae_run_that_evaluate_and_resume_accept(cvae_run, shared_
     assert info["epochs_completed"] == 2 and [h["epoch"] for h in info["history"]] == [1, 2]
 
 
+@pytest.mark.slow
 def test_tie_pool_seeded_and_topped_up_by_a_cvae_run(cvae_run, tmp_path, shared_data_dir):
     run_dir = tmp_path / "tie"
     result = CliRunner().invoke(cli, [
@@ -304,6 +306,7 @@ def test_tie_pool_seeded_and_topped_up_by_a_cvae_run(cvae_run, tmp_path, shared_
     assert info["pool_size"] == 50 + last["excluded"] + 40
 
 
+@pytest.mark.slow
 def test_tie_pool_keeps_its_noise_when_cvae_outliers_are_added(cvae_run, tmp_path,
                                                                 shared_data_dir):
     run_dir = tmp_path / "tie_add"

@@ -15,10 +15,12 @@ from keras_tie.detectors import (
     detector_names,
     energy_score,
     entropy_score,
+    garbage_probability,
     garbage_score,
     get_detector,
     msp_score,
     register_detector,
+    softmax_score,
     ue_score,
 )
 from keras_tie.detectors.registry import _FACTORIES
@@ -114,6 +116,35 @@ def test_level2_variants_drop_the_garbage_output():
     np.testing.assert_allclose(garbage, tf.nn.softmax(logits.astype(np.float64))[:, 3],
                                rtol=1e-6)
 
+
+
+def test_softmax_score_is_the_one_definition_in_float32_graphs_too():
+    # What the exported graph runs: traced, float32 logits, the graph's own softmax passed in.
+    logits = np.array([[1.0, 2.0, 0.5, 4.0], [0.0, -1.0, 3.0, -2.0]], np.float32)
+    functions = {"msp": msp_score, "ue": ue_score, "entropy": entropy_score,
+                 "energy": energy_score}
+
+    @tf.function
+    def graph(name, outputs):
+        l = tf.constant(logits)
+        return softmax_score(name, l, outputs, garbage_index=3,
+                             probabilities=tf.nn.softmax(l, axis=-1))
+
+    for name, function in functions.items():
+        level2, level1 = graph(name, "n"), graph(name, "n+1")
+        assert level2.dtype == tf.float32
+        np.testing.assert_allclose(level2, function(logits[:, :3]), rtol=1e-6)
+        np.testing.assert_allclose(level1, function(logits), rtol=1e-6)
+    np.testing.assert_allclose(garbage_probability(tf.constant(logits), 3),
+                               garbage_score(logits, 3), rtol=1e-6)
+    # A stale `probabilities` is never used for the n variant, which has its own softmax.
+    wrong = tf.ones((2, 4)) / 4
+    np.testing.assert_allclose(softmax_score("msp", logits, "n", 3, probabilities=wrong),
+                               msp_score(logits[:, :3]), rtol=1e-6)
+    with pytest.raises(ValueError, match="score must be one of"):
+        softmax_score("odin", logits)
+    with pytest.raises(ValueError, match="outputs must be one of"):
+        softmax_score("msp", logits, "n+2")
 
 def test_garbage_scores_refuse_a_plain_model():
     model = identity_model(3)

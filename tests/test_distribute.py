@@ -99,6 +99,7 @@ def one_and_two_replicas(launched):
 
 
 @pytest.mark.parametrize("model", ["tie", "flow_alpha2", "repair"])
+@pytest.mark.slow
 def test_mirrored_step_equals_the_single_device_step(one_and_two_replicas, model):
     """Same logged losses and metrics, same weights after the step (classifier and generator
     for TIE; flow with the nested-tape approximate-mass penalty; repair with the perceptual
@@ -116,6 +117,7 @@ def test_mirrored_step_equals_the_single_device_step(one_and_two_replicas, model
         assert float(one["tie/log/inv_loss"]) > 0
 
 
+@pytest.mark.slow
 def test_the_steps_changed_the_weights(one_and_two_replicas):
     """The comparison above is not between untouched initial weights: rebuilt with the same
     seed, the initial weights differ from those after the step."""

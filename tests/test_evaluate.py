@@ -51,6 +51,7 @@ def plain_run(tmp_path_factory, shared_data_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_cli_evaluate_end_to_end(tie_run, shared_data_dir, tmp_path):
     report = tmp_path / "report"
     result = CliRunner().invoke(cli, [
@@ -120,6 +121,7 @@ def test_cli_evaluate_end_to_end(tie_run, shared_data_dir, tmp_path):
         assert f"]({name})" in text
 
 
+@pytest.mark.slow
 def test_runs_side_by_side_on_the_same_images(tie_run, plain_run, shared_data_dir, tmp_path):
     evaluation = evaluate([str(tie_run), str(plain_run)], ["gaussian"],
                           ["msp", "garbage", "mahalanobis"], limit=100, balance=True, seed=3,
@@ -194,6 +196,7 @@ def test_bad_input_is_refused_with_clear_errors(tie_run, plain_run, tmp_path, sh
     assert not report.exists()
 
 
+@pytest.mark.slow
 def test_an_ood_set_of_another_shape_is_converted_and_said_so(tie_run, shared_data_dir):
     evaluation = evaluate([str(tie_run)], ["cifar10"], ["msp"], limit=50,
                           data_dir=str(shared_data_dir), verbose=0)

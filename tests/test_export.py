@@ -19,18 +19,23 @@ from click.testing import CliRunner
 from PIL import Image
 
 from keras_tie.cli.main import cli
+from keras_tie import metrics
 from keras_tie.config import Config
 from keras_tie.data import load
+from keras_tie.detectors import SOFTMAX_SCORES, base_name, detector_names, get_detector
 from keras_tie.export import (
+    CALIBRATION_ID_ACCEPTANCE,
     ExportedModel,
     ExportScore,
     calibrate_threshold,
     export_run,
+    export_score_names,
     finite_pixels,
     get_export_score,
     read_metadata,
     register_export_score,
     rest_predict,
+    serving_function,
 )
 from keras_tie.export.parity import FLOAT32_TOLERANCE, compare_outputs
 from keras_tie.inference import predict_probabilities, two_level_decision, two_level_rule
@@ -124,6 +129,17 @@ def test_calibrated_threshold_accepts_95_percent():
     assert threshold == 95.0 and np.mean(scores <= threshold) == 0.95
 
 
+
+def test_calibrated_threshold_is_the_evaluations_threshold():
+    rng = np.random.default_rng(0)
+    for size in (1, 19, 20, 21, 2000):
+        scores = np.round(rng.normal(size=size), 1)  # many ties
+        assert calibrate_threshold(scores) == metrics.threshold_at_tpr(
+            scores, CALIBRATION_ID_ACCEPTANCE)
+    # The export ships the threshold in its graph and JSON metadata: finite scores only.
+    with pytest.raises(ValueError, match="finite scores"):
+        calibrate_threshold([0.1, np.inf])
+
 def test_scores_that_cannot_be_exported_say_why():
     with pytest.raises(ValueError, match="TFLite has no gradient ops"):
         get_export_score("odin", garbage_index=10)
@@ -131,10 +147,22 @@ def test_scores_that_cannot_be_exported_say_why():
         get_export_score("entropyy", garbage_index=10)
     with pytest.raises(ValueError, match="needs a model with a garbage class"):
         get_export_score("garbage", garbage_index=None)
+    with pytest.raises(ValueError, match="needs a model with a garbage class.*Use one of .*msp"):
+        get_export_score("msp@n+1", garbage_index=None)
+    with pytest.raises(ValueError, match="TFLite has no gradient ops"):
+        get_export_score("odin@n+1", garbage_index=10)
+
+
+def test_every_softmax_detector_name_is_an_export_score():
+    softmax_names = {n for n in detector_names() if base_name(n) in SOFTMAX_SCORES}
+    assert softmax_names | {"garbage"} <= set(export_score_names())
+    # The export's `ue` is the two-level rule's, over all outputs, for a plain run too.
+    assert get_export_score("ue@n+1", garbage_index=None).default_threshold({"tau": 0.3})[0] == 0.3
 
 
 # The SavedModel.
 
+@pytest.mark.slow
 def test_export_layout_metadata_and_versions(tie_export, tie_run):
     path = tie_export.path
     assert os.path.basename(path) == "1"
@@ -160,6 +188,7 @@ def test_export_layout_metadata_and_versions(tie_export, tie_run):
 
 
 @pytest.mark.parametrize("batch", [1, 37])
+@pytest.mark.slow
 def test_savedmodel_matches_the_keras_model_and_the_two_level_rule(tie_export, loaded, tie_run,
                                                                   id_pixels, mixed_pixels, batch):
     model = keras.saving.load_model(tie_run / "model.keras")
@@ -179,6 +208,7 @@ def test_savedmodel_matches_the_keras_model_and_the_two_level_rule(tie_export, l
         assert out["label"].dtype == np.int32 and out["is_ood"].dtype == bool
 
 
+@pytest.mark.slow
 def test_non_finite_pixels_are_rejected_and_outputs_stay_finite(loaded, id_pixels):
     pixels = np.repeat(id_pixels[:1], 4, axis=0)
     pixels[0, 5, 5, 0] = np.nan
@@ -193,6 +223,7 @@ def test_non_finite_pixels_are_rejected_and_outputs_stay_finite(loaded, id_pixel
     assert out["label"][3] == alone["label"][0]  # rows do not leak into each other
 
 
+@pytest.mark.slow
 def test_wrong_shapes_are_refused_naming_the_expected_shape(tie_export, loaded):
     model = ExportedModel(tie_export.path)
     for bad in (np.zeros((2, 28, 28), np.float32), np.zeros((2, 32, 32, 3), np.float32),
@@ -204,6 +235,7 @@ def test_wrong_shapes_are_refused_naming_the_expected_shape(tie_export, loaded):
         loaded.signatures["serving_default"](images=tf.zeros((2, 32, 32, 3)))
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_and_runs_the_signature(tie_export, tmp_path):
     cli_path = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli_path):
@@ -234,6 +266,7 @@ def test_saved_model_cli_shows_and_runs_the_signature(tie_export, tmp_path):
 
 # TF Serving's REST API.
 
+@pytest.mark.slow
 def test_rest_row_and_columnar_formats_round_trip(loaded, id_pixels):
     pixels = id_pixels[:3]
     expected = call(loaded.signatures["serving_default"], pixels)
@@ -256,6 +289,7 @@ def test_rest_row_and_columnar_formats_round_trip(loaded, id_pixels):
     assert rest_predict(loaded, {"inputs": {"images": pixels.tolist()}}) == columnar
 
 
+@pytest.mark.slow
 def test_rest_errors_name_the_expected_shape(loaded, id_pixels):
     error = rest_predict(loaded, {"instances": id_pixels[:2, :, :, 0].tolist()})["error"]
     assert "[batch, 28, 28, 1]" in error and "Received: shape [2, 28, 28]" in error
@@ -272,6 +306,7 @@ def test_rest_errors_name_the_expected_shape(loaded, id_pixels):
 
 # TFLite.
 
+@pytest.mark.slow
 def test_tflite_variants_agree_with_the_savedmodel(tie_export, loaded, id_pixels, mixed_pixels):
     signature = loaded.signatures["serving_default"]
     reference_id, reference_mixed = call(signature, id_pixels), call(signature, mixed_pixels)
@@ -313,6 +348,7 @@ def test_tflite_variants_agree_with_the_savedmodel(tie_export, loaded, id_pixels
 
 # predict.
 
+@pytest.mark.slow
 def test_cli_predict_images_a_bad_file_and_a_tflite_model(tie_export, id_pixels, tmp_path):
     Image.fromarray(id_pixels[0, :, :, 0].astype(np.uint8)).save(tmp_path / "digit.png")
     rgb = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -350,6 +386,7 @@ def test_cli_predict_images_a_bad_file_and_a_tflite_model(tie_export, id_pixels,
 
 # Plain runs, the CLI and further scores.
 
+@pytest.mark.slow
 def test_cli_exports_a_plain_run_with_a_calibrated_or_given_threshold(plain_run, tmp_path,
                                                                       id_pixels):
     output = tmp_path / "plain"
@@ -384,6 +421,7 @@ def test_cli_exports_a_plain_run_with_a_calibrated_or_given_threshold(plain_run,
     assert sorted(os.listdir(output)) == ["1", "2"]
 
 
+@pytest.mark.slow
 def test_a_registered_logit_score_exports_with_its_threshold(tie_run, loaded, tmp_path,
                                                              mixed_pixels):
     register_export_score(ExportScore(
@@ -401,6 +439,53 @@ def test_a_registered_logit_score_exports_with_its_threshold(tie_run, loaded, tm
     assert result.metadata["thresholds"]["max_logit_test"] == threshold
 
 
+
+@pytest.mark.slow
+def test_exported_scores_equal_the_detectors_on_images(tie_run, mixed_pixels):
+    classifier = keras.saving.load_model(tie_run / "model.keras")
+    pixels = mixed_pixels[::40]  # MNIST, CIFAR-10 and noise images
+    # The export's `ue` is the detectors' `ue@n+1`; every other name means the same in both.
+    for name, detector_name in [("ue", "ue@n+1")] + [(n, n) for n in (
+            "ue@n+1", "msp", "msp@n+1", "energy", "energy@n+1", "entropy", "entropy@n+1",
+            "garbage")]:
+        serve = serving_function(classifier, get_export_score(name, 10), 0.0, 10)
+        exported = serve(tf.constant(pixels))["score"].numpy()
+        detector = get_detector(detector_name, classifier, garbage_index=10)
+        np.testing.assert_allclose(exported, detector.score(pixels / 255.0), rtol=1e-5,
+                                   atol=1e-5, err_msg=name)
+
+
+@pytest.mark.slow
+def test_cli_exports_energy_with_a_calibrated_threshold(tie_run, tmp_path, mixed_pixels,
+                                                        shared_data_dir):
+    output = tmp_path / "energy"
+    result = CliRunner().invoke(cli, ["export", str(tie_run), "-o", str(output), "--score",
+                                      "energy"])
+    assert result.exit_code == 0, result.output
+    assert "score: energy >" in result.output and "calibrated" in result.output
+    meta = read_metadata(str(output))
+    threshold = meta["score"]["threshold"]
+    assert meta["score"]["name"] == "energy" and meta["thresholds"]["energy"] == threshold
+    assert meta["score"]["threshold_source"].startswith("calibrated: accepts 95% of 512 ")
+    assert "energy > score.threshold" in meta["decision"]
+
+    signature = tf.saved_model.load(str(output / "1")).signatures["serving_default"]
+    energy = get_detector("energy", keras.saving.load_model(tie_run / "model.keras"),
+                          garbage_index=10)
+    for pixels in (mixed_pixels[:1], mixed_pixels[-37:]):
+        out = call(signature, pixels)
+        np.testing.assert_allclose(out["score"], energy.score(pixels / 255.0), rtol=1e-5,
+                                   atol=1e-5)
+        garbage = out["probabilities"].argmax(-1) == 10
+        np.testing.assert_array_equal(out["is_ood"], garbage | (out["score"] > threshold))
+    # The run kept no validation split, so the calibration images are its 512 training
+    # images, and the threshold is the evaluation's 95%-TPR threshold of their scores.
+    train = load("mnist", split="train", data_dir=str(shared_data_dir), limit=512)
+    scores = call(signature, train.images.astype(np.float32))["score"]
+    assert threshold == pytest.approx(metrics.threshold_at_tpr(scores), abs=1e-5)
+    assert np.mean(scores <= threshold + 1e-5) >= 0.95
+
+@pytest.mark.slow
 def test_int8_ue_floor_and_the_int8_full_warning(tie_run, tmp_path, shared_data_dir):
     from keras_tie.export.tflite import int8_ue_floor
 

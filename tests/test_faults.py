@@ -108,6 +108,7 @@ def _damage(path):
 
 
 @pytest.mark.parametrize("what", ["ckpt", "pool", "state", "latest"])
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(two_checkpoints, what):
     run_dir, root = two_checkpoints
     if what == "ckpt":
@@ -131,6 +132,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(two_che
     assert np.isfinite(resumed.history[-1]["loss"])
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_is_a_clear_error(two_checkpoints):
     run_dir, root = two_checkpoints
     for name in ("epoch_0001", "epoch_0002"):
@@ -142,6 +144,7 @@ def test_no_intact_checkpoint_is_a_clear_error(two_checkpoints):
         latest_checkpoint(str(run_dir))
 
 
+@pytest.mark.slow
 def test_resume_refuses_fewer_epochs_and_history_csv_counts_from_one(two_checkpoints):
     run_dir, _ = two_checkpoints
     result = CliRunner().invoke(cli, ["train", "--output", str(run_dir), "--resume",

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from keras_tie.approximate_mass import (
+from keras_tie.methods.flow.approximate_mass import (
     bin_midpoint,
     bits_per_dim,
     dequantize,
@@ -24,16 +24,16 @@ from keras_tie.approximate_mass import (
 from keras_tie.cli.main import cli
 from keras_tie.config import Config, ConfigError, preset_path
 from keras_tie.detectors import get_detector
-from keras_tie.models.coupling_net import CouplingNet
-from keras_tie.models.flow_bijectors import (
+from keras_tie.methods.flow.coupling_net import CouplingNet
+from keras_tie.methods.flow.bijectors import (
     ChannelCoupling,
     CheckerboardCoupling,
     FactorOut,
     LogitTransform,
     Squeeze,
 )
-from keras_tie.models.realnvp import RealNVP
-from keras_tie.training.flow_model import FlowModel
+from keras_tie.methods.flow.realnvp import RealNVP
+from keras_tie.methods.flow.model import FlowModel
 
 EVENT = 3
 

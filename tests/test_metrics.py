@@ -80,6 +80,24 @@ def test_threshold_at_tpr_accepts_at_least_the_target():
     assert metrics.threshold_at_tpr(np.arange(100.0)) == 94.0
 
 
+
+def test_threshold_at_tpr_on_a_small_array_with_ties():
+    # Sorted: 0.1 0.2 0.3 0.3 0.3 0.4 0.5 0.6 0.7 0.9.
+    scores = np.array([0.5, 0.1, 0.9, 0.3, 0.3, 0.3, 0.7, 0.2, 0.6, 0.4])
+    assert metrics.threshold_at_tpr(scores) == 0.9  # ceil(0.95 * 10) = 10th smallest
+    assert metrics.threshold_at_tpr(scores, 0.9) == 0.7  # 9th
+    # The 3rd smallest is a tied 0.3: the ties are accepted together, 5 of 10 for a 30% target.
+    assert metrics.threshold_at_tpr(scores, 0.3) == 0.3
+    assert metrics.rates_at_threshold(scores, [], 0.3)["id_accepted"] == 0.5
+    # 0.07 * 100 is 7.000000000000001 in floating point: still the 7th smallest.
+    assert metrics.threshold_at_tpr(np.arange(100.0), 0.07) == 6.0
+    for tpr in (0.0, 1.5):
+        with pytest.raises(ValueError, match=f"tpr must be in \\(0, 1\\]. Received: tpr={tpr}"):
+            metrics.threshold_at_tpr(scores, tpr)
+    with pytest.raises(ValueError, match="Received: 0 scores"):
+        metrics.threshold_at_tpr([])
+
+
 def test_balanced_indices():
     id_index, ood_index = metrics.balanced_indices(1000, 300, seed=4, key="cifar10")
     assert len(id_index) == len(ood_index) == 300

@@ -12,12 +12,12 @@ from keras_tie.cli.main import cli
 from keras_tie.config import Config, ConfigError
 from keras_tie.detectors import RepairDistance, get_detector
 from keras_tie.models import build_classifier
-from keras_tie.models.repair_unet import build_repair_unet
-from keras_tie.repair.distance import l2_distance, layer_distance
-from keras_tie.repair.erosion import ErosionSet
-from keras_tie.repair.operators import inpaint_operators, parse_operator
-from keras_tie.repair.perceptual import PerceptualDistance
-from keras_tie.training.repair_model import RepairModel
+from keras_tie.methods.repair.unet import build_repair_unet
+from keras_tie.methods.repair.distance import l2_distance, layer_distance
+from keras_tie.methods.repair.erosion import ErosionSet
+from keras_tie.methods.repair.operators import inpaint_operators, parse_operator
+from keras_tie.methods.repair.perceptual import PerceptualDistance
+from keras_tie.methods.repair.model import RepairModel
 
 
 def _images(shape, seed=0, low=0.0):
@@ -128,6 +128,7 @@ def test_layer_distance_by_hand():
 # -- training, saving, the score ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_steps_lower_the_loss_and_the_model_reloads(tmp_path):
     keras.utils.set_random_seed(0)
     x = _images((32, 28, 28, 1))
@@ -196,6 +197,7 @@ def test_config_refuses_bad_repair_values():
 # -- end to end -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_train_repair_then_resume_reload_score_and_evaluate(tmp_path, shared_data_dir):
     perception = tmp_path / "classifier.keras"
     _classifier().save(perception)

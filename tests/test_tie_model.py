@@ -5,9 +5,10 @@ import tensorflow as tf
 import keras
 from keras_tie.config import Config, ConfigError, parse_override
 from keras_tie.models import build_classifier, build_generator, feature_model
-from keras_tie.training.callbacks import InversionExclusion, image_grid
-from keras_tie.training.pool import GarbagePool
-from keras_tie.training.tie_model import TIEModel, swap_max_to
+from keras_tie.methods.tie.exclusion import InversionExclusion
+from keras_tie.training.callbacks import image_grid
+from keras_tie.methods.tie.pool import GarbagePool
+from keras_tie.methods.tie.model import TIEModel, swap_max_to
 
 
 @pytest.mark.parametrize("shape,backbone", [((28, 28, 1), "conv3"), ((32, 32, 3), "conv5"),

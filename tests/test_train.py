@@ -30,6 +30,7 @@ def small_config(shared_data_dir, **changes):
     return Config.load(None, values)
 
 
+@pytest.mark.slow
 def test_cli_train_tie_end_to_end_then_reload(tmp_path, shared_data_dir):
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(cli, [
@@ -94,6 +95,7 @@ def test_cli_refuses_config_changes_on_resume(tmp_path):
 
 
 @pytest.mark.parametrize("method,outputs", [("static", 11), ("plain", 10)])
+@pytest.mark.slow
 def test_baselines_train_on_the_same_data(tmp_path, shared_data_dir, method, outputs):
     run = train(small_config(shared_data_dir, method=method, epochs=1), str(tmp_path / method),
                 verbose=0)
@@ -111,6 +113,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_restores_state(tmp_path, shared_data_dir):
     config = small_config(shared_data_dir)
     run_dir = str(tmp_path / "run")
@@ -130,6 +133,7 @@ def test_resume_after_interruption_restores_state(tmp_path, shared_data_dir):
     assert info["status"] == "complete" and info["epochs_completed"] == 2
 
 
+@pytest.mark.slow
 def test_a_half_written_checkpoint_leaves_the_previous_one_usable(tmp_path, shared_data_dir):
     config = small_config(shared_data_dir, epochs=1)
     run_dir = str(tmp_path / "run")
@@ -146,7 +150,7 @@ def test_a_half_written_checkpoint_leaves_the_previous_one_usable(tmp_path, shar
 
 
 def test_flip_augmentation_is_deterministic_and_label_preserving():
-    from keras_tie.training.runner import epoch_batches
+    from keras_tie.training.batches import epoch_batches
 
     images = np.arange(4 * 2 * 3, dtype=np.uint8).reshape(4, 2, 3, 1)
     labels = np.arange(4, dtype=np.int32)
@@ -167,7 +171,7 @@ def test_flip_augmentation_is_deterministic_and_label_preserving():
 
 
 def test_random_shift_translates_each_image_with_a_black_border():
-    from keras_tie.training.runner import SHIFT_PIXELS, epoch_batches, random_shift
+    from keras_tie.training.batches import SHIFT_PIXELS, epoch_batches, random_shift
 
     images = tf.reshape(tf.range(1, 2 * 5 * 6 + 1, dtype=tf.float32), [2, 5, 6, 1])
     centre = SHIFT_PIXELS
@@ -196,8 +200,9 @@ def test_random_shift_translates_each_image_with_a_black_border():
                    for image, label in zip(x, y))
 
 
+@pytest.mark.slow
 def test_validation_split_holds_out_images(tmp_path, shared_data_dir):
-    from keras_tie.training.runner import validation_split_indices
+    from keras_tie.run_folder import validation_split_indices
 
     train_index, val_index = validation_split_indices(100, 0.2, 0)
     assert len(val_index) == 20 and len(train_index) == 80
@@ -220,6 +225,7 @@ class _LearningRates(keras.callbacks.Callback):
         self.kind = type(self.model.optimizer).__name__
 
 
+@pytest.mark.slow
 def test_cosine_schedule_decays_to_zero_and_resumes_on_its_curve(tmp_path, shared_data_dir):
     with pytest.raises(ConfigError, match="optimizer.classifier_schedule.*'constant', 'cosine'"):
         Config.from_dict({"optimizer": {"classifier_schedule": "step"}})
@@ -237,6 +243,7 @@ def test_cosine_schedule_decays_to_zero_and_resumes_on_its_curve(tmp_path, share
     np.testing.assert_allclose(second.rates, cosine[steps:], rtol=1e-5)  # the restored step count
 
 
+@pytest.mark.slow
 def test_adadelta_classifier_optimizer_trains_and_is_refused_when_misspelt(tmp_path,
                                                                           shared_data_dir):
     with pytest.raises(ConfigError,

@@ -20,7 +20,6 @@ from keras_tie.detectors.detector import (
     classifier_outputs,
     pixel_batches,
 )
-from keras_tie.detectors.flow import FLOW_SCORES, FlowDetector
 from keras_tie.detectors.mahalanobis import ClassGaussians, Mahalanobis, mahalanobis_distances
 from keras_tie.detectors.odin import ODIN, ODIN_EPSILON, ODIN_TEMPERATURE
 from keras_tie.detectors.registry import (
@@ -31,14 +30,16 @@ from keras_tie.detectors.registry import (
     register_detector,
     variant_names,
 )
-from keras_tie.detectors.repair import RepairDistance
 from keras_tie.detectors.softmax import (
+    SOFTMAX_SCORES,
     GarbageDetector,
     SoftmaxDetector,
     energy_score,
     entropy_score,
+    garbage_probability,
     garbage_score,
     msp_score,
+    softmax_score,
     ue_score,
 )
 
@@ -57,18 +58,35 @@ __all__ = [
     "ODIN_EPSILON",
     "ODIN_TEMPERATURE",
     "RepairDistance",
+    "SOFTMAX_SCORES",
     "SoftmaxDetector",
     "base_name",
     "classifier_outputs",
     "detector_names",
     "energy_score",
     "entropy_score",
+    "garbage_probability",
     "garbage_score",
     "get_detector",
     "mahalanobis_distances",
     "msp_score",
     "pixel_batches",
     "register_detector",
+    "softmax_score",
     "ue_score",
     "variant_names",
 ]
+
+# The detectors that live with their method (keras_tie.methods.<method>.detector) are imported
+# on first use: those modules import this package.
+_METHOD_EXPORTS = {"FLOW_SCORES": "keras_tie.methods.flow.detector",
+                   "FlowDetector": "keras_tie.methods.flow.detector",
+                   "RepairDistance": "keras_tie.methods.repair.detector"}
+
+
+def __getattr__(name):
+    if name not in _METHOD_EXPORTS:
+        raise AttributeError(f"module 'keras_tie.detectors' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_METHOD_EXPORTS[name]), name)

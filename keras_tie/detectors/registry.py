@@ -8,7 +8,8 @@ themselves here and every caller (the evaluation, the CLI) finds them by name.
 Built-in names (higher = more OOD for all):
 
 - `ue`, `msp`, `energy`, `entropy`, `odin` (softmax.py, odin.py): over the n
-  ID outputs, the garbage logit dropped (TIE level 2);
+  ID outputs, the garbage logit dropped (TIE level 2); softmax.py's functions
+  are also what the exported SavedModel computes (`keras_tie.export.scores`);
 - `ue@n+1`, `msp@n+1`, `energy@n+1`, `entropy@n+1`, `odin@n+1`: the same over
   all n+1 outputs (TIE level 1; needs a garbage class);
 - `garbage`: softmax probability of the garbage class (needs one);
@@ -21,14 +22,14 @@ Built-in names (higher = more OOD for all):
   (the model is a `RepairModel`).
 """
 
-from keras_tie.detectors.flow import FLOW_SCORES, flow_factory
+import importlib
+
 from keras_tie.detectors.mahalanobis import Mahalanobis
 from keras_tie.detectors.odin import ODIN
-from keras_tie.detectors.repair import repair_factory
 from keras_tie.detectors.softmax import (
     ALL_OUTPUTS,
     ID_OUTPUTS,
-    SCORE_FUNCTIONS,
+    SOFTMAX_SCORES,
     GarbageDetector,
     SoftmaxDetector,
 )
@@ -111,13 +112,29 @@ def _odin_factory(outputs):
     return build
 
 
-for _score in SCORE_FUNCTIONS:
+for _score in SOFTMAX_SCORES:
     register_detector(_score, _softmax_factory(_score, ID_OUTPUTS))
     register_detector(_score + ALL_OUTPUTS_SUFFIX, _softmax_factory(_score, ALL_OUTPUTS))
 register_detector("odin", _odin_factory(ID_OUTPUTS))
 register_detector("odin" + ALL_OUTPUTS_SUFFIX, _odin_factory(ALL_OUTPUTS))
 register_detector("garbage", GarbageDetector)
 register_detector("mahalanobis", Mahalanobis)
-for _score in FLOW_SCORES:
-    register_detector(_score, flow_factory(_score))
-register_detector("repair", repair_factory)
+# Scores whose detector lives with its method (keras_tie.methods.<method>.detector), imported
+# on first use: those modules import this package, so importing them here would be circular.
+METHOD_DETECTORS = {
+    "approximate_mass": ("keras_tie.methods.flow.detector", "flow_factory", ("approximate_mass",)),
+    "nll": ("keras_tie.methods.flow.detector", "flow_factory", ("nll",)),
+    "repair": ("keras_tie.methods.repair.detector", "repair_factory", ()),
+}
+
+
+def _method_factory(module, name, args):
+    def build(model, **params):
+        factory = getattr(importlib.import_module(module), name)
+        return (factory(*args) if args else factory)(model, **params)
+
+    return build
+
+
+for _score, _where in METHOD_DETECTORS.items():
+    register_detector(_score, _method_factory(*_where))

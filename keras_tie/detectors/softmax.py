@@ -1,7 +1,8 @@
 """Scores computed from a classifier's logits: UE, MSP, energy, entropy, garbage probability.
 
-Each score is written once, as a pure function of logits `[N, K]` returning a
-numpy float64 array `[N]` in which **higher = more OOD**:
+Each score is written once, as TensorFlow ops on logits `[N, K]`
+(`softmax_score`, `garbage_probability`) returning `[N]` in which
+**higher = more OOD**:
 
     ue(l)        = UE(softmax(l))                 (TIE paper, section 4.4)
     msp(l)       = -max_i softmax(l)_i            (Hendrycks & Gimpel, 2017)
@@ -9,9 +10,12 @@ numpy float64 array `[N]` in which **higher = more OOD**:
     entropy(l)   = -sum_i p_i log p_i, p = softmax(l)
     garbage(l)   = softmax(l)_n                   (probability of the garbage class)
 
-They are computed in float64: a confident in-distribution image has a max
-softmax within 1e-8 of 1, which float32 would round to exactly 1 and so tie
-with every other confident image.
+The detectors (the `*_score` functions and the classes below) call them on
+float64 logits: a confident in-distribution image has a max softmax within
+1e-8 of 1, which float32 would round to exactly 1 and so tie with every other
+confident image. The exported SavedModel (`keras_tie.export.scores`) calls the
+same functions on its float32 graph tensors, so evaluation and deployment
+score alike.
 
 Two variants (TIE paper, section 6.3) for a model with a garbage class:
 `outputs="n"` drops the garbage logit first, so the softmax is renormalised
@@ -32,39 +36,92 @@ ID_OUTPUTS = "n"
 ALL_OUTPUTS = "n+1"
 OUTPUTS = (ID_OUTPUTS, ALL_OUTPUTS)
 
+# The softmax-family scores by name, each with a one-line description; `{over}`
+# is where the variant's outputs are named (`describe`).
+SOFTMAX_SCORES = {
+    "ue": "UE of the softmax {over} (TIE paper, section 4.4)",
+    "msp": "negative maximum softmax probability {over} (Hendrycks & Gimpel, 2017)",
+    "energy": "free energy -logsumexp(logits) {over} (Liu et al., 2020; T = 1)",
+    "entropy": "Shannon entropy (nats) of the softmax {over}",
+}
+_OVER = {ID_OUTPUTS: "over the n in-distribution outputs, garbage logit dropped",
+         ALL_OUTPUTS: "over all outputs"}
 
-def _softmax64(logits):
-    return tf.nn.softmax(tf.constant(np.asarray(logits, np.float64)), axis=-1)
+
+def softmax_score(score, logits, outputs=ID_OUTPUTS, garbage_index=None, temperature=1.0,
+                  probabilities=None):
+    """One softmax-family score of `logits` as TensorFlow ops; higher = more OOD.
+
+    Args:
+        score: `ue`, `msp`, `energy` or `entropy`.
+        logits: `[N, K]` tensor or array; the result has its dtype.
+        outputs: `n` drops the garbage logit (when there is one) and
+            renormalises over the rest; `n+1` scores all K outputs.
+        garbage_index: index of the garbage class (the last output), or None.
+        temperature: energy only: T of -T * logsumexp(l / T).
+        probabilities: `softmax(logits)` when the caller has it already (the
+            exported graph does); used when the variant scores all outputs.
+
+    Returns:
+        A tensor `[N]`.
+    """
+    if score not in SOFTMAX_SCORES:
+        raise ValueError(f"score must be one of {sorted(SOFTMAX_SCORES)}. "
+                         f"Received: score={score!r}")
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs must be one of {OUTPUTS}. Received: outputs={outputs!r}")
+    drops_garbage = outputs == ID_OUTPUTS and garbage_index is not None
+    logits = select_outputs(tf.convert_to_tensor(logits), outputs, garbage_index)
+    if score == "energy":
+        return -temperature * tf.reduce_logsumexp(logits / temperature, axis=-1)
+    if probabilities is None or drops_garbage:
+        probabilities = tf.nn.softmax(logits, axis=-1)
+    if score == "ue":
+        return uncertainty(probabilities)
+    if score == "msp":
+        return -confidence(probabilities)
+    return entropy(probabilities)
+
+
+def garbage_probability(logits, garbage_index, probabilities=None):
+    """Softmax probability of the garbage class over all outputs, as TensorFlow ops."""
+    if probabilities is None:
+        probabilities = tf.nn.softmax(logits, axis=-1)
+    return probabilities[..., garbage_index]
+
+
+def describe(score, outputs):
+    """One line naming the score and the outputs it is taken over."""
+    return SOFTMAX_SCORES[score].format(over=_OVER[outputs])
+
+
+def _float64(logits):
+    return tf.constant(np.asarray(logits, np.float64))
 
 
 def ue_score(logits):
     """TIE uncertainty UE of softmax(logits): 0 for one-hot, 1 for uniform."""
-    return uncertainty(_softmax64(logits)).numpy()
+    return softmax_score("ue", _float64(logits)).numpy()
 
 
 def msp_score(logits):
     """Negative maximum softmax probability."""
-    return -confidence(_softmax64(logits)).numpy()
+    return softmax_score("msp", _float64(logits)).numpy()
 
 
 def energy_score(logits, temperature=1.0):
     """Free energy -T * logsumexp(logits / T)."""
-    l = tf.constant(np.asarray(logits, np.float64))
-    return (-temperature * tf.reduce_logsumexp(l / temperature, axis=-1)).numpy()
+    return softmax_score("energy", _float64(logits), temperature=temperature).numpy()
 
 
 def entropy_score(logits):
     """Shannon entropy (nats) of softmax(logits)."""
-    return entropy(_softmax64(logits)).numpy()
+    return softmax_score("entropy", _float64(logits)).numpy()
 
 
 def garbage_score(logits, garbage_index):
     """Softmax probability of the garbage class over all outputs."""
-    return _softmax64(logits).numpy()[:, garbage_index]
-
-
-SCORE_FUNCTIONS = {"ue": ue_score, "msp": msp_score, "energy": energy_score,
-                   "entropy": entropy_score}
+    return garbage_probability(_float64(logits), garbage_index).numpy()
 
 
 def select_outputs(logits, outputs, garbage_index):
@@ -109,8 +166,8 @@ class SoftmaxDetector(ClassifierDetector):
     def __init__(self, model, score, outputs=ID_OUTPUTS, garbage_index=None, temperature=1.0,
                  name=None):
         super().__init__(model, garbage_index, name or score)
-        if score not in SCORE_FUNCTIONS:
-            raise ValueError(f"score must be one of {sorted(SCORE_FUNCTIONS)}. "
+        if score not in SOFTMAX_SCORES:
+            raise ValueError(f"score must be one of {sorted(SOFTMAX_SCORES)}. "
                              f"Received: score={score!r}")
         check_outputs(outputs, self.garbage_index, score)
         if score != "energy" and temperature != 1.0:
@@ -123,10 +180,8 @@ class SoftmaxDetector(ClassifierDetector):
         self.temperature = float(temperature)
 
     def score_outputs(self, features, logits):
-        selected = select_outputs(logits, self.outputs, self.garbage_index)
-        if self.score_name == "energy":
-            return energy_score(selected, self.temperature)
-        return SCORE_FUNCTIONS[self.score_name](selected)
+        return softmax_score(self.score_name, _float64(logits), self.outputs,
+                             self.garbage_index, self.temperature).numpy()
 
     def get_config(self):
         config = {"score": self.score_name, "outputs": self.outputs}

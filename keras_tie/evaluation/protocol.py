@@ -53,6 +53,7 @@ from keras_tie.detectors import (
     variant_names,
 )
 from keras_tie.evaluation.runs import EvaluationError, load_runs
+from keras_tie.run_folder import validation_split_indices
 
 DEFAULT_SCORES = ("ue", "garbage", "msp", "odin", "energy", "mahalanobis", "entropy")
 FLOW_DEFAULT_SCORES = FLOW_SCORES  # ("approximate_mass", "nll")
@@ -348,8 +349,6 @@ def _shape_text(shape):
 def _evaluate_run(evaluation, run, detectors, data, ood_data, balance, seed, batch_size,
                   verbose, log):
     """Fits, scores and measures one run; appends to `evaluation`."""
-    from keras_tie.training.runner import validation_split_indices
-
     fraction, validation_seed = run.validation
     fitted = [d for d in detectors.values() if getattr(d, "needs_fit", False)]
     train = train_index = validation_index = None

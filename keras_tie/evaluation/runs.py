@@ -6,11 +6,9 @@ repair model (method repair: a `RepairModel`, scored by `repair`).
 """
 
 import dataclasses
-import json
 import os
 
-RUN_FILE = "run.json"  # the names keras_tie.training.runner writes
-MODEL_FILE = "model.keras"
+from keras_tie import run_folder
 
 
 class EvaluationError(ValueError):
@@ -90,60 +88,17 @@ class Run:
 
 
 def load_run(run_dir, label=None):
-    """Reads `run_dir`'s run.json and loads its model.keras.
+    """Reads `run_dir`'s run.json and loads its model.keras (keras_tie.run_folder.load_run).
 
     Raises:
         EvaluationError: the folder, run.json or model.keras is missing or
-            unreadable, or run.json lacks a key the evaluation needs.
+            unreadable, run.json lacks a key the evaluation needs, or the run failed.
     """
-    run_file = os.path.join(run_dir, RUN_FILE)
-    model_file = os.path.join(run_dir, MODEL_FILE)
-    if not os.path.isdir(run_dir):
-        raise EvaluationError(f"Run folder not found. Received: {run_dir!r}. Pass a folder "
-                              "written by `keras-tie train` (it holds run.json and model.keras).")
-    if not os.path.isfile(run_file):
-        raise EvaluationError(f"{run_dir!r} has no {RUN_FILE}: it is not a keras-tie run "
-                              "folder. Pass a folder written by `keras-tie train`.")
     try:
-        with open(run_file, encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
-        raise EvaluationError(f"Cannot read {run_file}: {error}") from error
-    missing = [key for key in ("dataset", "num_classes", "image_shape") if key not in info]
-    if missing:
-        raise EvaluationError(f"{run_file} lacks {', '.join(missing)}; was it written by "
-                              "`keras-tie train`?")
-    if info.get("status") == "failed":
-        raise EvaluationError(f"{run_dir!r} is a failed run, which is not evaluated: "
-                              f"{info.get('failure', 'its training did not complete')}")
-    if not os.path.isfile(model_file):
-        raise EvaluationError(
-            f"{run_dir!r} has no {MODEL_FILE} (run status: {info.get('status', 'unknown')!r}). "
-            "The model is written when training ends: finish the run with "
-            f"`keras-tie train --output {run_dir} --resume`.")
-    import keras
-
-    import keras_tie  # noqa: F401  (TensorFlow backend check before Keras loads the model)
-
-    if info.get("method") == "flow":
-        import keras_tie.models.realnvp  # noqa: F401  (registers RealNVP for load_model)
-    if info.get("method") == "repair":
-        import keras_tie.training.repair_model  # noqa: F401  (registers RepairModel)
-    try:
-        model = keras.saving.load_model(model_file, compile=False)
-    except Exception as error:  # Keras raises many types for a damaged file
-        raise EvaluationError(f"Cannot load {model_file}: it is not a readable .keras archive "
-                              f"(damaged or truncated?): {error}") from error
+        info, model = run_folder.load_run(run_dir, "evaluated", run_folder.CLASSIFIER_KEYS)
+    except run_folder.RunFolderError as error:
+        raise EvaluationError(str(error)) from error
     label = label or os.path.basename(os.path.normpath(run_dir)) or run_dir
-    if info.get("method") == "flow":
-        return Run(run_dir, label, info, model)
-    if info.get("method") == "repair":  # no logits to check
-        return Run(run_dir, label, info, model)
-    outputs = int(model.outputs[0].shape[-1])
-    expected = int(info.get("num_outputs", info["num_classes"]))
-    if outputs != expected:
-        raise EvaluationError(f"{model_file} has {outputs} outputs but {RUN_FILE} says "
-                              f"num_outputs={expected}.")
     return Run(run_dir, label, info, model)
 
 

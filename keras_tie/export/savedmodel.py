@@ -39,6 +39,7 @@ import warnings
 import numpy as np
 
 import keras_tie
+from keras_tie import run_folder
 from keras_tie._io import read_json, write_json
 from keras_tie.export.scores import (
     CALIBRATION_ID_ACCEPTANCE,
@@ -46,9 +47,8 @@ from keras_tie.export.scores import (
     check_threshold,
     get_export_score,
 )
+from keras_tie.export.signature import INPUT_NAME, SIGNATURE
 
-SIGNATURE = "serving_default"
-INPUT_NAME = "images"
 PIXEL_MAX = 255.0
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "keras_tie.json"
@@ -103,12 +103,15 @@ def export_run(run_dir, output=None, *, version=None, score="ue", threshold=None
         version: the version folder's number; default one above the highest
             already in `output` (1 in a new folder). An existing version is
             never overwritten.
-        score: name of a registered `ExportScore` (`ue`, `garbage`) or an
-            `ExportScore`.
+        score: name of a registered `ExportScore` (`ue`, `garbage`, the
+            detectors' `msp`, `energy`, `entropy` and their `@n+1` variants;
+            see `keras_tie.export.scores`) or an `ExportScore`.
         threshold: level 2 rejects `score > threshold`. Default: the score's
             own (tau_T of the run for `ue`, 0.5 for `garbage`); for a score
-            without one (`ue` of a plain run) the threshold that accepts 95%
-            of `calibration_images` in-distribution images.
+            without one (`ue` of a plain run, `msp`, `energy`, `entropy`) the
+            threshold that accepts 95% of `calibration_images` in-distribution
+            images (`keras_tie.metrics.threshold_at_tpr`, as the evaluation's
+            deployment threshold).
         tflite: TFLite variants to convert as well: any of `float32`,
             `float16`, `int8` (int8 network, float32 head), `int8_full`
             (every operator int8); see `keras_tie.export.tflite`.
@@ -195,41 +198,26 @@ def export_run(run_dir, output=None, *, version=None, score="ue", threshold=None
 
 
 def load_run(run_dir):
-    """(run.json as a dict, the classifier) of a finished run folder."""
-    import keras
+    """(run.json as a dict, the classifier) of a finished run folder (keras_tie.run_folder).
 
-    run_file = os.path.join(run_dir, "run.json")
-    model_file = os.path.join(run_dir, "model.keras")
-    if not os.path.isfile(run_file):
-        raise ExportError(f"{run_dir} is not a run folder: it has no run.json. "
-                          f"Received: run_dir={run_dir!r}")
-    run_info = read_json(run_file)
-    if run_info.get("status") == "failed":
-        raise ExportError(f"{run_dir} is a failed run, which is not exported: "
-                          f"{run_info.get('failure', 'its training did not complete')}")
-    if not os.path.isfile(model_file):
-        raise ExportError(f"{run_dir} has no model.keras: the run has not finished "
-                          "(`keras-tie train --output RUN_DIR --resume` completes it).")
-    if run_info.get("method") == "flow":
+    Raises:
+        ExportError: not a finished classifier run (a flow run is refused, with why).
+    """
+    try:
+        record = run_folder.read_record(run_dir, ("class_names", "image_shape", "num_outputs"))
+    except run_folder.RunFolderError as error:
+        raise ExportError(str(error)) from error
+    if record.get("method") == "flow":
         raise ExportError(
             f"{run_dir} is a flow run, which keras-tie does not export: the export ships a "
             "classifier's logits with the two-level rule, a flow has none, and its approximate "
             "mass needs the gradient of log p(x) with respect to the input, which TFLite "
             "cannot compute. Score it with `keras-tie evaluate` (see docs/flow.md).")
-    for key in ("class_names", "image_shape", "num_outputs"):
-        if key not in run_info:
-            raise ExportError(f"{run_file} has no {key!r}: it was not written by keras-tie's "
-                              "runner.")
     try:
-        classifier = keras.saving.load_model(model_file)
-    except Exception as error:  # Keras raises many types for a damaged file
-        raise ExportError(f"Cannot load {model_file}: it is not a readable .keras archive "
-                          f"(damaged or truncated?): {error}") from error
-    outputs = int(classifier.outputs[0].shape[-1])
-    if outputs != run_info["num_outputs"]:
-        raise ExportError(f"model.keras has {outputs} outputs but run.json says "
-                          f"num_outputs={run_info['num_outputs']}.")
-    return run_info, classifier
+        return run_folder.load_run(run_dir, "exported", ("class_names", "image_shape",
+                                                         "num_outputs"))
+    except run_folder.RunFolderError as error:
+        raise ExportError(str(error)) from error
 
 
 def finite_pixels(images):
@@ -351,9 +339,8 @@ def id_images(run_info, count, data_dir=None, seed=0):
     images = train.images
     fraction = config.get("validation_split") or 0.0
     if fraction > 0:
-        from keras_tie.training.runner import validation_split_indices
-
-        images = images[validation_split_indices(len(images), fraction, config["seed"])[1]]
+        images = images[run_folder.validation_split_indices(len(images), fraction,
+                                                            config["seed"])[1]]
     chosen = np.random.default_rng([seed, 11]).permutation(len(images))[:count]
     return images[np.sort(chosen)].astype(np.float32)
 

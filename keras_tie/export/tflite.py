@@ -88,7 +88,7 @@ def convert(saved_model_dir, variant, representative_images=None):
     """
     import tensorflow as tf
 
-    from keras_tie.export.savedmodel import INPUT_NAME, SIGNATURE
+    from keras_tie.export.signature import INPUT_NAME, SIGNATURE
 
     if variant not in VARIANTS:
         check_variants([str(variant)])  # raises, naming the variants

@@ -1,6 +1,6 @@
 """Networks: classifier backbones and the conditional generator.
 
-The RealNVP flow (`keras_tie.models.realnvp`, with `coupling_net` and
+The RealNVP flow (`keras_tie.methods.flow.realnvp`, with `coupling_net` and
 `flow_bijectors`) is imported on its own: it needs tensorflow-probability,
 which the classifiers do not.
 """

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_tie._io import read_json, write_json
+from keras_tie.run_folder import CHECKPOINTS_DIR
 
 LATEST = "latest.json"
 
@@ -36,7 +37,7 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_dir(run_dir):
-    return os.path.join(run_dir, "checkpoints")
+    return os.path.join(run_dir, CHECKPOINTS_DIR)
 
 
 def save_checkpoint(run_dir, epoch, trackables, state, pool=None, keep=2):

@@ -14,7 +14,7 @@ An operator is written as a short name (used in configs, run.json and the
                         `box12x12-4+4`
 
 This module has no TensorFlow import, so a config can be validated before
-anything heavy loads; `keras_tie.repair.erosion` applies the operators.
+anything heavy loads; `keras_tie.methods.repair.erosion` applies the operators.
 """
 
 import dataclasses

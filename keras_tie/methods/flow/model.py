@@ -20,7 +20,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_tie.approximate_mass import (
+from keras_tie.methods.flow.approximate_mass import (
     bits_per_dim,
     dequantize,
     gradient_norm,

@@ -22,7 +22,7 @@ operator T*.
 import numpy as np
 import tensorflow as tf
 
-from keras_tie.repair.operators import parse_operator
+from keras_tie.methods.repair.operators import parse_operator
 
 
 def downsample_upsample(x, factor):
@@ -44,7 +44,7 @@ class ErosionSet:
     """The erosion operators of one repair model, applied to batches.
 
     Args:
-        operators: operator names (see `keras_tie.repair.operators`), in order.
+        operators: operator names (see `keras_tie.methods.repair.operators`), in order.
         image_shape: (H, W, C) of the images.
 
     Example:

@@ -18,9 +18,8 @@ frozen perception network (the layers it reads), the operator set and T*.
 import keras
 import tensorflow as tf
 
-from keras_tie.repair.distance import DISTANCES, l2_distance
-from keras_tie.repair.erosion import ErosionSet
-from keras_tie.repair.perceptual import PerceptualDistance
+from keras_tie.methods.repair.distance import DISTANCES, l2_distance
+from keras_tie.methods.repair.erosion import ErosionSet
 from keras_tie.training import distribute
 
 PAPER_LAMBDA_L2 = 1.0  # 003_f548187660c0ce3b.txt, section IV-C: lambda_1 = 1
@@ -48,13 +47,13 @@ class RepairModel(keras.Model):
 
     Args:
         network: the repair network (eroded pixels -> pixels in [0, 1];
-            `keras_tie.models.repair_unet.build_repair_unet`).
-        operators: the erosion operator names T (`keras_tie.repair.operators`).
+            `keras_tie.methods.repair.unet.build_repair_unet`).
+        operators: the erosion operator names T (`keras_tie.methods.repair.operators`).
         perceptual: a `PerceptualDistance`, or None: then the loss and the
             score use L2 only (`lambda_perceptual` must be 0).
         lambda_l2, lambda_perceptual: loss weights (paper: 1 and 0.8).
         test_operator: T*, the operator of `call` and of the score; default
-            the first of `operators`, until `keras_tie.repair.selection`
+            the first of `operators`, until `keras_tie.methods.repair.selection`
             chooses one.
         seed: seed of the operator draws (stateless, keyed by the optimizer
             step).

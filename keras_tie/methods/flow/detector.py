@@ -10,7 +10,7 @@ The approximate-mass paper (004_f7d5548531a0fef9.txt, section 2) expects OOD
 inputs to have a larger mass than ID inputs; a flow trained with its penalty
 (`FlowModel`, alpha > 0) keeps that ordering. Both are computed at the centre
 of each pixel's dequantisation bin, `(255 x + 1/2) / 256`, with no noise, so
-a score is deterministic (`keras_tie.approximate_mass.bin_midpoint`).
+a score is deterministic (`keras_tie.methods.flow.approximate_mass.bin_midpoint`).
 
 `model` is a flow: a Keras model `x -> log p(x)` with an `image_shape`
 attribute (keras-tie's `RealNVP`, as `keras-tie train --method flow` saves
@@ -20,7 +20,7 @@ in a SavedModel but not in a TFLite model (docs/export.md).
 
 import numpy as np
 
-from keras_tie.approximate_mass import score_function
+from keras_tie.methods.flow.approximate_mass import score_function
 from keras_tie.detectors.detector import Detector
 
 FLOW_SCORES = ("approximate_mass", "nll")
@@ -37,7 +37,7 @@ class FlowDetector(Detector):
     Example:
 
     ```python
-    flow = keras.saving.load_model("runs/fashion_mnist_flow/model.keras")
+    flow = keras_tie.run_folder.load_model("runs/fashion_mnist_flow/model.keras")
     detector = get_detector("approximate_mass", flow)
     scores = detector.score(mnist.images)   # higher = more OOD
     ```

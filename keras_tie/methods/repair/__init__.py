@@ -11,8 +11,8 @@ and its repair. Higher = more OOD.
 - `perceptual`: `PerceptualDistance` on a frozen in-distribution network;
 - `selection`: choosing the test operator T* by AUROC.
 
-The network is `keras_tie.models.repair_unet.build_repair_unet`, the trained
-model `keras_tie.training.repair_model.RepairModel`, the score
+The network is `keras_tie.methods.repair.unet.build_repair_unet`, the trained
+model `keras_tie.methods.repair.model.RepairModel`, the score
 `keras_tie.detectors.RepairDistance` (registry name `repair`).
 
 Names are imported on first use, so importing this package (and so
@@ -35,5 +35,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'keras_tie.repair' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"keras_tie.repair.{_EXPORTS[name]}"), name)
+        raise AttributeError(f"module 'keras_tie.methods.repair' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"keras_tie.methods.repair.{_EXPORTS[name]}"), name)

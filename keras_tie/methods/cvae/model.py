@@ -3,7 +3,7 @@
 Vernekar et al., "Out-of-distribution Detection in Classifiers via Generation"
 (002_50acf6af2ae3a4e5.txt) model the in-distribution manifold with a CVAE
 conditioned on the class label, then generate outliers off it (Type I,
-`keras_tie.cvae.off_manifold`) and on it (Type II, `keras_tie.cvae.on_manifold`).
+`keras_tie.methods.cvae.off_manifold`) and on it (Type II, `keras_tie.methods.cvae.on_manifold`).
 """
 
 import keras

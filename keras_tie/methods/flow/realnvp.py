@@ -4,8 +4,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_tie.models.coupling_net import CouplingNet
-from keras_tie.models.flow_bijectors import (
+from keras_tie.methods.flow.coupling_net import CouplingNet
+from keras_tie.methods.flow.bijectors import (
     ChannelCoupling,
     CheckerboardCoupling,
     FactorOut,
@@ -49,7 +49,7 @@ class RealNVP(keras.Model):
     ~10 M); 6 blocks, 3 scales on 32x32x3 give about 60 M, its colour model.
 
     x is a continuous point of [0, 1]^D: a dequantised image (`(255 x + u) /
-    256`, see `keras_tie.approximate_mass.dequantize`) when training, the
+    256`, see `keras_tie.methods.flow.approximate_mass.dequantize`) when training, the
     centre of the quantisation bin when scoring. `log p(x)` is the density of
     that point; the negative log-likelihood of the 8-bit image, in nats, is
     `-log p(x) + D log 256` (`approximate_mass.nll_nats`).

@@ -1,11 +1,11 @@
-"""Runs an SR-OOD training job (method `repair`) into a run folder like the classifier's.
+"""The run recipe of SR-OOD (method `repair`), into a run folder like the classifier's.
 
 A repair run folder holds::
 
     run.json            the resolved config, dataset, image shape, the operator
                         set, the chosen test operator T* and how it was
                         chosen, the perception network, history, test metrics
-    model.keras         the `RepairModel` (keras.saving.load_model; it carries
+    model.keras         the `RepairModel` (keras_tie.run_folder.load_model; it carries
                         its perception network and T*)
     history.csv         one row per epoch (Keras CSVLogger)
     images/repairs.png  original / eroded / repaired rows for ID test images
@@ -14,7 +14,7 @@ A repair run folder holds::
     checkpoints/        resumable checkpoints (see checkpoint.py)
 
 Steps: train the repair network with `fit` (one erosion operator drawn per
-image), choose T* on held-out images by AUROC (`keras_tie.repair.selection`),
+image), choose T* on held-out images by AUROC (`keras_tie.methods.repair.selection`),
 save, then measure on the ID test split: the mean repair distances and, as a
 first look, the AUROC against the preview OOD set's test split. The full
 evaluation is `keras-tie evaluate RUN_DIR`.
@@ -31,102 +31,76 @@ import numpy as np
 import tensorflow as tf
 
 from keras_tie import metrics
-from keras_tie._io import read_json, write_json
+from keras_tie._io import read_json
 from keras_tie.config import ConfigError
-from keras_tie.models.repair_unet import build_repair_unet
-from keras_tie.repair.operators import variant_operators
-from keras_tie.repair.perceptual import PerceptualDistance, load_perception_network
-from keras_tie.repair.selection import score_images, select_operator, selection_ood_images
-from keras_tie.training.callbacks import EpochTimer, image_grid, write_png
-from keras_tie.training.checkpoint import latest_checkpoint, resume_from
-from keras_tie.training.repair_model import RepairModel
-from keras_tie.training.runner import (
-    MODEL_FILE,
-    RUN_FILE,
-    RunResult,
-    _plain,
-    _save_model,
-    epoch_batches,
-    load_training_data,
-    run_callbacks,
-    run_record,
+from keras_tie.methods.repair.model import RepairModel
+from keras_tie.methods.repair.operators import variant_operators
+from keras_tie.methods.repair.perceptual import PerceptualDistance, load_perception_network
+from keras_tie.methods.repair.selection import (
+    score_images,
+    select_operator,
+    selection_ood_images,
 )
+from keras_tie.methods.repair.unet import build_repair_unet
+from keras_tie.run_folder import IMAGES_DIR, LOGS_DIR, MODEL_FILE, RUN_FILE, run_path, save_model
+from keras_tie.training.callbacks import image_grid, write_png
+from keras_tie.training.recipe import Plan
 
-FIGURE_FILE = os.path.join("images", "repairs.png")
+FIGURE_FILE = os.path.join(IMAGES_DIR, "repairs.png")
 FIGURE_COLUMNS = 8
+VALIDATION_BATCH_SIZE = 256
 # The preview OOD set when repair.preview_ood is "": a dataset of the same kind.
 _PREVIEW_OOD = {"mnist": "fashion_mnist", "fashion_mnist": "mnist", "cifar10": "cifar100",
                 "cifar100": "cifar10"}
 
 
-def train_repair(config, run_dir, resume=False, verbose="auto", callbacks=()):
-    """Trains the repair model of `config` (method `repair`) into `run_dir`.
+class Recipe:
+    """Builds, saves and tests a repair run of `config` on `data`: trains the repair network
+    with `fit`, then chooses T* on held-out images (`choose_test_operator`) before saving."""
 
-    Called by `keras_tie.training.runner.train`, which has resolved `config`
-    (from run.json when resuming) and created the folder.
+    def __init__(self, config, data, run_dir, verbose="auto"):
+        self.config = config
+        self.data = data
+        self.run_dir = run_dir
+        self.notes = []
+        self.model = None
+        self.record_fields = {}
 
-    Returns:
-        A `RunResult` (tau None).
-    """
-    run_file = os.path.join(run_dir, RUN_FILE)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    data_dir = config.data_dir or None
-    train_set, images, labels, heldout, _ = load_training_data(config)
-    info = train_set.info
+    def record(self):
+        return {"score": "repair: d(x, R(T*(x))), higher = more OOD"}
 
-    notes = []
-    model, perceptual_info = build_repair_model(config, info, notes)
-    network = model.network
-    trackables = {"network": network, "optimizer": model.optimizer, "rng": model.rng}
+    def build(self, resume=False):
+        config, data = self.config, self.data
+        self.model, perceptual_info = build_repair_model(config, data.info, self.notes)
+        network = self.model.network
+        validation_data = None if data.held_images is None else \
+            tf.data.Dataset.from_tensor_slices(
+                data.held_images.astype(np.float32) / 255.0).batch(VALIDATION_BATCH_SIZE)
+        r = config.repair
+        self.record_fields = {
+            "repair": {"operators": list(self.model.operators),
+                       "distance": self.model.default_distance, "perceptual": perceptual_info,
+                       "lambda_l2": self.model.lambda_l2,
+                       "lambda_perceptual": self.model.lambda_perceptual,
+                       "network": {"width": r.width, "depth": r.depth, "skips": r.skips,
+                                   "parameters": int(network.count_params())}},
+            "notes": self.notes}
+        return Plan(self.model, {"network": network, "optimizer": self.model.optimizer,
+                                 "rng": self.model.rng},
+                    record=self.record_fields, validation_data=validation_data)
 
-    steps_per_epoch = len(images) // config.batch_size
-    dataset = epoch_batches(images, labels, config.batch_size, config.seed,
-                            checkpoint[1]["epoch"] if checkpoint else 0, config.epochs,
-                            config.augment)
-    validation_data = None if heldout is None else tf.data.Dataset.from_tensor_slices(
-        heldout.astype(np.float32) / 255.0).batch(256)
-
-    run_info = read_json(run_file) if resume and os.path.isfile(run_file) else {}
-    run_info.update(run_record(
-        config, info, len(images), steps_per_epoch,
-        score="repair: d(x, R(T*(x))), higher = more OOD",
-        repair={"operators": list(model.operators), "distance": model.default_distance,
-                "perceptual": perceptual_info, "lambda_l2": model.lambda_l2,
-                "lambda_perceptual": model.lambda_perceptual,
-                "network": {"width": config.repair.width, "depth": config.repair.depth,
-                            "skips": config.repair.skips,
-                            "parameters": int(network.count_params())}},
-        notes=notes))
-    write_json(run_file, run_info)
-    if verbose:
-        for note in notes:
-            print(f"Note: {note}")
-
-    initial_epoch, history, _ = resume_from(checkpoint, trackables)
-
-    def checkpoint_state(epoch, logs):
-        history.append(dict(_plain(logs), epoch=epoch))
-        return {"history": history}
-
-    fit_callbacks = [EpochTimer(), *run_callbacks(run_dir, trackables, checkpoint_state, config,
-                                                  resume, callbacks)]
-    if initial_epoch < config.epochs:
-        model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps_per_epoch, callbacks=fit_callbacks, verbose=verbose,
-                  shuffle=False, validation_data=validation_data)
-
-    selection = choose_test_operator(model, config, info, heldout, images, data_dir)
-    _save_model(model, os.path.join(run_dir, MODEL_FILE))
-
-    test_metrics, figure = evaluate_test(model, config, info, notes)
-    if figure is not None:
-        _write_figure(run_dir, figure)
-    run_info["repair"].update(test_operator=model.test_operator, selection=selection)
-    run_info.update(status="complete", epochs_completed=len(history), history=history,
-                    test_metrics=test_metrics, notes=notes,
-                    figure=FIGURE_FILE if figure is not None else None)
-    write_json(run_file, run_info)
-    return RunResult(run_dir, config, history, None, test_metrics)
+    def finish(self, plan):
+        config, data = self.config, self.data
+        selection = choose_test_operator(self.model, config, data.info, data.held_images,
+                                         data.images, config.data_dir or None)
+        save_model(self.model, run_path(self.run_dir, MODEL_FILE))
+        test_metrics, figure = evaluate_test(self.model, config, data.info, self.notes)
+        if figure is not None:
+            _write_figure(self.run_dir, figure)
+        repair = dict(self.record_fields["repair"], test_operator=self.model.test_operator,
+                      selection=selection)
+        return test_metrics, {"repair": repair, "notes": self.notes,
+                              "figure": FIGURE_FILE if figure is not None else None}
 
 
 def build_repair_model(config, info, notes):
@@ -262,7 +236,7 @@ def _perception(r, info, notes):
         raise ConfigError(str(error)) from error
     described = {"source": os.path.abspath(r.perceptual), "model": network.name,
                  "layers": list(distance.layer_names), "layer_weights": "uniform (1 each)"}
-    source_run = os.path.join(r.perceptual, RUN_FILE)
+    source_run = run_path(r.perceptual, RUN_FILE)
     if os.path.isdir(r.perceptual) and os.path.isfile(source_run):
         source = read_json(source_run)
         described.update(run_method=source.get("method"), run_dataset=source.get("dataset"))
@@ -282,7 +256,7 @@ def _figure_rows(model, images):
 def _write_figure(run_dir, rows):
     grid = image_grid(rows)
     write_png(os.path.join(run_dir, FIGURE_FILE), grid)
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs", "repair"))
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, LOGS_DIR, "repair"))
     with writer.as_default():
         tf.summary.image("original_eroded_repaired", grid[None], step=0)
     writer.flush()

@@ -7,7 +7,7 @@ import numpy as np
 
 from keras_tie import metrics
 from keras_tie._io import atomic_write_bytes
-from keras_tie.approximate_mass import flow_scores
+from keras_tie.methods.flow.approximate_mass import flow_scores
 
 TRACE_FIGURE = "mass_trace.png"
 TRACE_KEYS = ("trace_mass_id", "trace_mass_ood", "trace_nll_id", "trace_nll_ood",
@@ -50,6 +50,10 @@ class MassTrace(keras.callbacks.Callback):
         self.id_name = id_name
         self.ood_name = ood_name
         self.run_dir = run_dir
+        self.continue_from(history)
+
+    def continue_from(self, history):
+        """Starts the figure from the trace entries of `history` (a resumed run's epochs)."""
         self.trace = [{"epoch": r["epoch"], **{k: r[k] for k in TRACE_KEYS}}
                       for r in history if all(k in r for k in TRACE_KEYS)]
 

@@ -16,7 +16,8 @@ import os
 import keras
 import tensorflow as tf
 
-from keras_tie.repair.distance import layer_distance
+from keras_tie import run_folder
+from keras_tie.methods.repair.distance import layer_distance
 
 
 def default_layers(network):
@@ -42,7 +43,7 @@ def load_perception_network(path):
         ValueError: the path does not exist, or holds no model.keras.
     """
     if os.path.isdir(path):
-        model_file = os.path.join(path, "model.keras")
+        model_file = run_folder.run_path(path, run_folder.MODEL_FILE)
         if not os.path.isfile(model_file):
             raise ValueError(
                 f"The perception network folder has no model.keras. Received: "
@@ -53,9 +54,7 @@ def load_perception_network(path):
     else:
         raise ValueError(f"Perception network not found. Received: repair.perceptual={path!r}. "
                          "Pass a classifier run folder or a .keras model file.")
-    import keras_tie.training.repair_model  # noqa: F401  (registers keras-tie classes)
-
-    return keras.saving.load_model(model_file, compile=False)
+    return run_folder.load_model(model_file)
 
 
 @keras.saving.register_keras_serializable(package="keras_tie")
@@ -63,7 +62,7 @@ class PerceptualDistance(keras.layers.Layer):
     """LPIPS-style distance on the activations of a frozen network, one value per image.
 
     `call(x, y)` returns `sum_l layer_distance(phi_l(x), phi_l(y))` (see
-    `keras_tie.repair.distance`); `per_layer(x, y)` the terms `[B, L]`. x and
+    `keras_tie.methods.repair.distance`); `per_layer(x, y)` the terms `[B, L]`. x and
     y go through the network in one batch.
 
     Args:
@@ -74,7 +73,7 @@ class PerceptualDistance(keras.layers.Layer):
     Example:
 
     ```python
-    classifier = keras.saving.load_model("runs/cifar10_plain/model.keras")
+    classifier = run_folder.load_model("runs/cifar10_plain/model.keras")
     distance = PerceptualDistance.from_network(classifier)   # conv1_relu ... conv5_relu
     d = distance(x, repaired)                                 # [B], 0 where x == repaired
     ```

@@ -24,7 +24,7 @@ for every operator alike). Ties go to the operator listed first.
 import numpy as np
 
 from keras_tie import metrics
-from keras_tie.detectors.repair import RepairDistance
+from keras_tie.methods.repair.detector import RepairDistance
 
 VFLIP = "vflip"
 

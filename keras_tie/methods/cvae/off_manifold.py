@@ -33,7 +33,7 @@ def decoder_jacobian(cvae, z, labels):
     """(g(z, y) flattened [B, D], J = dg/dz [B, D, d]) by forward-mode autodiff.
 
     Args:
-        cvae: a `keras_tie.models.cvae.CVAE`.
+        cvae: a `keras_tie.methods.cvae.model.CVAE`.
         z: latent points [B, d].
         labels: int class labels [B].
     """

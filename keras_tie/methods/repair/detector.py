@@ -14,7 +14,6 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-import keras_tie.training.repair_model  # noqa: F401  (registers RepairModel for load_model)
 from keras_tie.detectors.detector import Detector
 
 
@@ -36,7 +35,7 @@ class RepairDistance(Detector):
     Example:
 
     ```python
-    model = keras.saving.load_model("runs/cifar10_repair/model.keras")
+    model = keras_tie.run_folder.load_model("runs/cifar10_repair/model.keras")
     detector = get_detector("repair", model, distance="l2")
     scores = detector.score(svhn.images)                 # higher = more OOD
     ```

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from keras_tie.cvae.off_manifold import off_manifold_samples
-from keras_tie.cvae.on_manifold import COVERAGE, fit_latent_stats, sample_ellipsoid
+from keras_tie import run_folder
+from keras_tie.methods.cvae.off_manifold import off_manifold_samples
+from keras_tie.methods.cvae.on_manifold import COVERAGE, fit_latent_stats, sample_ellipsoid
 
-CVAE_FILE = "cvae.keras"
 BETA_RANGE = (0.1, 1.0)  # 002_50acf6af2ae3a4e5.txt, section 3.1: beta ~ U[0.1, 1]
 
 
@@ -24,11 +24,11 @@ class OutlierSampler:
     On construction the training images are encoded once (mean encodings);
     Type I perturbs randomly chosen training images at their codes, Type II
     decodes points on each class's coverage ellipsoid (see
-    `keras_tie.cvae.off_manifold` and `keras_tie.cvae.on_manifold` for the
+    `keras_tie.methods.cvae.off_manifold` and `keras_tie.methods.cvae.on_manifold` for the
     maths). Randomness comes from the numpy generator passed to each call.
 
     Args:
-        cvae: a trained `keras_tie.models.cvae.CVAE`.
+        cvae: a trained `keras_tie.methods.cvae.model.CVAE`.
         images: uint8 (or float in [0, 1]) training images [N, H, W, C].
         labels: int labels [N].
         beta_range: (low, high) of beta ~ U[low, high] (paper: 0.1, 1).
@@ -96,23 +96,18 @@ class OutlierSampler:
             FileNotFoundError: no cvae.keras in `run_dir`.
             ValueError: the run was trained on another dataset than `dataset`.
         """
-        import keras
-
-        from keras_tie._io import read_json
-
-        path = os.path.join(run_dir, CVAE_FILE)
+        path = run_folder.run_path(run_dir, run_folder.CVAE_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"{run_dir!r} holds no {CVAE_FILE}. Received: tie.cvae_run={run_dir!r}; pass "
+                f"{run_dir!r} holds no {run_folder.CVAE_FILE}. Received: "
+                f"tie.cvae_run={run_dir!r}; pass "
                 "the folder of a `keras-tie train --method cvae` run whose CVAE phase finished.")
-        run_file = os.path.join(run_dir, "run.json")
-        trained_on = read_json(run_file).get("dataset") if os.path.isfile(run_file) else None
+        trained_on = run_folder.read_record(run_dir).get("dataset") \
+            if run_folder.is_run(run_dir) else None
         if dataset is not None and trained_on is not None and trained_on != dataset:
             raise ValueError(f"The CVAE of {run_dir!r} was trained on {trained_on!r}, not on "
                              f"{dataset!r}. Received: tie.cvae_run={run_dir!r}")
-        import keras_tie.models.cvae  # noqa: F401  (registers CVAE for load_model)
-
-        cvae = keras.saving.load_model(path, compile=False)
+        cvae = run_folder.load_model(path)
         return cls(cvae, images, labels, **kwargs)
 
     def encode(self, images, labels):
