@@ -18,6 +18,22 @@ import keras
 import numpy as np
 
 
+class BaseRecipe:
+    """What every recipe keeps: the run's `config`, its `TrainingData`, the run folder and the
+    verbosity `fit` uses. A method's `Recipe` subclasses it and adds `record`, `build` and
+    `finish` (the module docstring)."""
+
+    def __init__(self, config, data, run_dir, verbose="auto"):
+        self.config = config
+        self.data = data
+        self.run_dir = run_dir
+        self.verbose = verbose
+
+    def record(self):
+        """run.json fields known before anything is built; none by default."""
+        return {}
+
+
 @dataclasses.dataclass
 class TrainingData:
     """The training split of a run, as `load_training_data` returns it.

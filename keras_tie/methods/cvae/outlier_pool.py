@@ -10,6 +10,8 @@ uint8 would erase or clip most of the perturbation.
 import numpy as np
 import tensorflow as tf
 
+from keras_tie.methods.tie.pool import draw_indices
+
 
 class OutlierPool:
     """A fixed-capacity float32 store of outlier images, replaced wholesale by `set`.
@@ -51,12 +53,7 @@ class OutlierPool:
             rng: a `tf.random.Generator`, or a stateless seed (int tensor of
                 shape [2]), as `GarbagePool.sample` takes.
         """
-        maxval = tf.maximum(self.size, 1)
-        if isinstance(rng, tf.random.Generator):
-            index = rng.uniform([count], minval=0, maxval=maxval, dtype=tf.int32)
-        else:
-            index = tf.random.stateless_uniform([count], rng, minval=0, maxval=maxval,
-                                                dtype=tf.int32)
+        index = draw_indices(count, self.size, rng)
         return tf.gather(self.images, index)
 
     def numpy(self):

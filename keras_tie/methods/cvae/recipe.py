@@ -70,7 +70,7 @@ from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, resu
 from keras_tie.training.optimizers import classifier_optimizer
 from keras_tie.training.precise_bn import recalibrate_batch_norm
 from keras_tie.training.batches import epoch_batches
-from keras_tie.training.recipe import Plan, history_row
+from keras_tie.training.recipe import BaseRecipe, Plan, history_row
 
 CVAE_PHASE_DIR = "cvae"  # phase-1 checkpoints go to RUN_DIR/cvae/checkpoints
 # Training-mixture batches the BatchNormalization statistics are recomputed on after
@@ -79,15 +79,12 @@ BN_CALIBRATION_BATCHES = 20
 FIGURE_COLUMNS = 8
 
 
-class Recipe:
+class Recipe(BaseRecipe):
     """Phase 1 (the CVAE) in `build`, phase 2 (the (n+1)-class classifier) in the driver's
     `fit`; `finish` recalibrates the BatchNorm statistics, saves and tests."""
 
     def __init__(self, config, data, run_dir, verbose="auto"):
-        self.config = config
-        self.data = data
-        self.run_dir = run_dir
-        self.verbose = verbose
+        super().__init__(config, data, run_dir, verbose)
         self.num_classes = data.info.num_classes
         self.mean, self.variance = data.normalization()
         self.classifier = None

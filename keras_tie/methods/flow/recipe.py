@@ -28,18 +28,16 @@ from keras_tie.methods.flow.mass_trace import MassTrace
 from keras_tie.methods.flow.model import FlowModel
 from keras_tie.methods.flow.realnvp import RealNVP
 from keras_tie.run_folder import MODEL_FILE, run_path, save_model
-from keras_tie.training.recipe import Plan
+from keras_tie.training.recipe import BaseRecipe, Plan
 
 EVALUATION_BATCH_SIZE = 128
 
 
-class Recipe:
+class Recipe(BaseRecipe):
     """Builds, saves and tests a flow run of `config` on `data`."""
 
     def __init__(self, config, data, run_dir, verbose="auto"):
-        self.config = config
-        self.data = data
-        self.run_dir = run_dir
+        super().__init__(config, data, run_dir, verbose)
         self.flow = None
         self.trace_sets = None
 

@@ -44,7 +44,7 @@ from keras_tie.methods.repair.selection import (
 from keras_tie.methods.repair.unet import build_repair_unet
 from keras_tie.run_folder import IMAGES_DIR, LOGS_DIR, MODEL_FILE, RUN_FILE, run_path, save_model
 from keras_tie.training.callbacks import image_grid, write_png
-from keras_tie.training.recipe import Plan
+from keras_tie.training.recipe import BaseRecipe, Plan
 
 FIGURE_FILE = os.path.join(IMAGES_DIR, "repairs.png")
 FIGURE_COLUMNS = 8
@@ -54,14 +54,12 @@ _PREVIEW_OOD = {"mnist": "fashion_mnist", "fashion_mnist": "mnist", "cifar10": "
                 "cifar100": "cifar10"}
 
 
-class Recipe:
+class Recipe(BaseRecipe):
     """Builds, saves and tests a repair run of `config` on `data`: trains the repair network
     with `fit`, then chooses T* on held-out images (`choose_test_operator`) before saving."""
 
     def __init__(self, config, data, run_dir, verbose="auto"):
-        self.config = config
-        self.data = data
-        self.run_dir = run_dir
+        super().__init__(config, data, run_dir, verbose)
         self.notes = []
         self.model = None
         self.record_fields = {}

@@ -158,12 +158,7 @@ class GarbagePool:
             rng: a `tf.random.Generator`, or a stateless seed (int tensor of
                 shape [2]): the same seed draws the same images.
         """
-        maxval = tf.maximum(self.size, 1)
-        if isinstance(rng, tf.random.Generator):
-            index = rng.uniform([count], minval=0, maxval=maxval, dtype=tf.int32)
-        else:
-            index = tf.random.stateless_uniform([count], rng, minval=0, maxval=maxval,
-                                                dtype=tf.int32)
+        index = draw_indices(count, self.size, rng)
         words = tf.gather(self.words, index)
         pixels = tf.reshape(tf.bitcast(words, tf.as_dtype(self.dtype)),
                             [count, -1])[:, : self.pixels]
@@ -181,3 +176,15 @@ def to_uint8(images):
     if images.dtype == np.uint8:
         return images
     return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+
+
+def draw_indices(count, size, rng):
+    """`count` int32 indices drawn uniformly from 0..size-1 (0 when the pool is empty).
+
+    `rng`: a `tf.random.Generator`, or a stateless seed (int tensor of shape [2]),
+    with which the same seed draws the same indices.
+    """
+    maxval = tf.maximum(size, 1)
+    if isinstance(rng, tf.random.Generator):
+        return rng.uniform([count], minval=0, maxval=maxval, dtype=tf.int32)
+    return tf.random.stateless_uniform([count], rng, minval=0, maxval=maxval, dtype=tf.int32)

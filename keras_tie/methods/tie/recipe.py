@@ -25,18 +25,16 @@ from keras_tie.models import build_classifier, build_generator, resolve_backbone
 from keras_tie.run_folder import GENERATOR_FILE, MODEL_FILE, run_path, save_model
 from keras_tie.training import distribute
 from keras_tie.training.optimizers import classifier_optimizer
-from keras_tie.training.recipe import Plan
+from keras_tie.training.recipe import BaseRecipe, Plan
 
 VALIDATION_BATCH_SIZE = 512
 
 
-class Recipe:
+class Recipe(BaseRecipe):
     """Builds, saves and tests a tie, static or plain run of `config` on `data`."""
 
     def __init__(self, config, data, run_dir, verbose="auto"):
-        self.config = config
-        self.data = data
-        self.run_dir = run_dir
+        super().__init__(config, data, run_dir, verbose)
         self.num_classes = data.info.num_classes
         self.with_garbage = config.method != "plain"
         self.num_outputs = self.num_classes + 1 if self.with_garbage else self.num_classes
