@@ -298,6 +298,15 @@ class TIEConfig(_Table):
             classifier's weights are still not changed by the generator step
             (docs/tie.md). Experimental: `training` switched TIE off on
             Fashion-MNIST (docs/experiments.md, "Inversion in training mode").
+        smoothness: weight of a total-variation prior on the inverted images
+            added to the inversion loss, `smoothness * mean |x[i+1,j] - x[i,j]|
+            + |x[i,j+1] - x[i,j]|` over pixels and channels (pixels in [0, 1];
+            0 = off, the paper's loss). Not in the TIE paper's loss: its
+            earlier version (000_9425221c8688d6c3.txt, "Prior Work") names
+            smoothness priors (Mahendran and Vedaldi) as what keeps inversions
+            from converging to adversarial artifacts, which is what the
+            CIFAR-10 inversions are (striped textures; docs/cifar10.md).
+            Experimental: not yet measured on a full run.
     """
 
     SECTION: typing.ClassVar[str] = "tie"
@@ -322,10 +331,11 @@ class TIEConfig(_Table):
     cvae_per_epoch: int = 0
     cvae_initial: str = "replace"
     inversion_mode: str = "inference"
+    smoothness: float = 0.0
 
     def __post_init__(self):
         self._require(_NON_NEGATIVE, "alpha", "beta", "gamma_start", "gamma_max",
-                      "threshold_lambda")
+                      "threshold_lambda", "smoothness")
         self._require_choice("diversity", DIVERSITY)
         self._check(self.garbage_weight > 0, "garbage_weight", "a number > 0")
         self._check(self.gamma_max >= self.gamma_start, "gamma_max",

@@ -56,6 +56,25 @@ def inversion_loss(target_probabilities, logits, features, alpha=0.1, beta=1.0, 
     return total, kl, ce, cosine
 
 
+def total_variation(images):
+    """Mean absolute difference between neighbouring pixels (rows and columns), per image.
+
+    The anisotropic total variation of Mahendran and Vedaldi's inversion prior,
+    divided by the number of differences, so it does not grow with the image
+    size: 0 for a flat image, at most 2 for pixels in [0, 1].
+
+    Args:
+        images: [B, H, W, C] float tensor.
+
+    Returns:
+        [B] float tensor.
+    """
+    images = tf.convert_to_tensor(images)
+    rows = tf.reduce_mean(tf.abs(images[:, 1:] - images[:, :-1]), axis=[1, 2, 3])
+    columns = tf.reduce_mean(tf.abs(images[:, :, 1:] - images[:, :, :-1]), axis=[1, 2, 3])
+    return rows + columns
+
+
 def mean_pairwise_cosine(features, groups=None):
     """Mean cosine similarity over ordered pairs i != j of rows of `features`.
 

@@ -182,8 +182,11 @@ def custom_objects(path):
     import re
     import zipfile
 
-    with zipfile.ZipFile(path) as archive:
-        config = archive.read("config.json").decode("utf-8")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = archive.read("config.json").decode("utf-8")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise _unreadable(path, error) from error
     names = set(re.findall(r'"registered_name": "(keras_tie>[A-Za-z0-9_]+)"', config))
     return {name: getattr(importlib.import_module(SERIALIZABLE[name][0]), SERIALIZABLE[name][1])
             for name in sorted(names) if name in SERIALIZABLE}
@@ -194,17 +197,23 @@ def load_model(path):
 
     Raises:
         RunFolderError: the file cannot be read as a .keras archive.
+        ImportError: a class it needs cannot be imported (the flow's
+            tensorflow-probability missing), said as Python says it.
     """
     import keras
 
     import keras_tie  # noqa: F401  (the TensorFlow backend check, before Keras loads a model)
 
+    classes = custom_objects(path)  # an import error (no tensorflow-probability) is raised
     try:
-        return keras.saving.load_model(path, custom_objects=custom_objects(path),
-                                       compile=False)
+        return keras.saving.load_model(path, custom_objects=classes, compile=False)
     except Exception as error:  # Keras raises many types for a damaged file
-        raise RunFolderError(f"Cannot load {path}: it is not a readable .keras archive "
-                             f"(damaged or truncated?): {error}") from error
+        raise _unreadable(path, error) from error
+
+
+def _unreadable(path, error):
+    return RunFolderError(f"Cannot load {path}: it is not a readable .keras archive (damaged "
+                          f"or truncated?): {error}")
 
 
 def save_model(model, path):

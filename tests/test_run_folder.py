@@ -119,3 +119,25 @@ def test_method_detectors_are_registered_under_their_method_s_score_names():
     assert set(METHOD_DETECTORS) <= set(detector_names())
     assert FlowDetector.__module__ == "keras_tie.methods.flow.detector"
     assert RepairDistance.__module__ == "keras_tie.methods.repair.detector"
+
+
+def test_a_new_run_whose_method_cannot_be_built_leaves_no_folder(tmp_path):
+    from keras_tie.config import Config, ConfigError
+    from keras_tie.training.runner import train
+
+    config = Config.from_dict({"dataset": "digits", "method": "flow", "epochs": 1,
+                               "flow": {"trace_ood": "digits"}})
+    with pytest.raises(ConfigError, match="flow.trace_ood is the training set itself"):
+        train(config, str(tmp_path / "run"), verbose=0)
+    assert not (tmp_path / "run").exists()  # the same --output can be used again
+
+
+def test_export_refuses_a_repair_run_saying_why(tmp_path):
+    from keras_tie.export import ExportError, export_run
+
+    shutil.copytree(OLD_RUNS / "digits_tie", tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    record["method"] = "repair"
+    (tmp_path / "run" / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ExportError, match="repair run, which keras-tie does not export"):
+        export_run(str(tmp_path / "run"), str(tmp_path / "exported"))

@@ -213,6 +213,12 @@ def load_run(run_dir):
             "classifier's logits with the two-level rule, a flow has none, and its approximate "
             "mass needs the gradient of log p(x) with respect to the input, which TFLite "
             "cannot compute. Score it with `keras-tie evaluate` (see docs/flow.md).")
+    if record.get("method") == "repair":
+        raise ExportError(
+            f"{run_dir} is a repair run, which keras-tie does not export: the export ships a "
+            "classifier's logits with the two-level rule, and a repair model has none (its "
+            "score is the distance between an image and its repair). Score it with "
+            "`keras-tie evaluate` (see docs/repair.md).")
     try:
         return run_folder.load_run(run_dir, "exported", ("class_names", "image_shape",
                                                          "num_outputs"))

@@ -30,11 +30,21 @@ class NonFiniteStop(keras.callbacks.Callback):
     - when `fit` ends, run.json gets `status: "failed"` and a `failure`
       message, and `TrainingDiverged` is raised: nothing after `fit` (saving
       model.keras, testing) runs, and `keras-tie train` exits with an error.
+
+    Args:
+        run_file: the run's run.json (None: no record to fail).
+        rate_key: the config key of the learning rate the message advises
+            lowering.
+        phase: the name of a first phase (the CVAE of method cvae), or None for
+            the run's main `fit`; a first phase's epochs are not the run's
+            `epochs_completed`.
     """
 
-    def __init__(self, run_file=None):
+    def __init__(self, run_file=None, rate_key="optimizer.classifier_lr", phase=None):
         super().__init__()
         self.run_file = run_file
+        self.rate_key = rate_key
+        self.phase = phase
         self.stopped_at = None
         self._epoch = 0
 
@@ -51,15 +61,17 @@ class NonFiniteStop(keras.callbacks.Callback):
         if self.stopped_at is None:
             return
         epoch, step = self.stopped_at
+        where = f" of the {self.phase} phase" if self.phase else ""
         message = (f"Training stopped: the loss became non-finite (NaN or infinite) at epoch "
-                   f"{epoch}, step {step}. The weights of that epoch were not saved; "
+                   f"{epoch}{where}, step {step}. The weights of that epoch were not saved; "
                    f"the newest checkpoint is that of epoch {epoch - 1} (none if 0). Lower the "
-                   "learning rate (optimizer.classifier_lr) and start a new run.")
+                   f"learning rate ({self.rate_key}) and start a new run.")
         if self.run_file is not None and os.path.isfile(self.run_file):
             from keras_tie._io import read_json, write_json
 
             record = read_json(self.run_file)
-            record.update(status="failed", failure=message, epochs_completed=epoch - 1)
+            record.update(status="failed", failure=message,
+                          epochs_completed=0 if self.phase else epoch - 1)
             write_json(self.run_file, record)
         raise TrainingDiverged(message)
 

@@ -117,13 +117,19 @@ def _train(config, run_dir, resume, verbose, callbacks, checkpoint, run_file):
     recipe = methods.recipe(config.method)(config, data, run_dir, verbose)
 
     record = read_json(run_file) if resume and os.path.isfile(run_file) else {}
-    record.pop("failure", None)  # a failed run resumed from its last finite checkpoint
+    for stale in ("failure", "test_metrics"):  # measured anew; a failed run resumes too
+        record.pop(stale, None)
     record.update(run_record(config, data, **recipe.record()))
-    write_record(run_dir, record)
-    plan = recipe.build(resume)
-    if plan.record:
-        record.update(plan.record)
+    if not resume:  # from here on the folder is a run: a kill in a first phase can be resumed
         write_record(run_dir, record)
+    try:
+        plan = recipe.build(resume)
+    except (ConfigError, ValueError, FileNotFoundError):
+        if not resume:  # a new run whose config cannot be built leaves no run behind
+            _empty(run_dir)
+        raise
+    record.update(plan.record)
+    write_record(run_dir, record)
     if verbose:
         for note in record.get("notes", ()):
             print(f"Note: {note}")
@@ -152,6 +158,15 @@ def _train(config, run_dir, resume, verbose, callbacks, checkpoint, run_file):
                   test_metrics=test_metrics)
     write_record(run_dir, record)
     return RunResult(run_dir, config, history, record.get("tau"), test_metrics)
+
+
+def _empty(run_dir):
+    """Removes what a new run wrote into `run_dir` (it was new or empty when the run began)."""
+    import shutil
+
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def run_record(config, data, **fields):

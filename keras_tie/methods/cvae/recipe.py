@@ -170,7 +170,7 @@ def train_manifold(config, run_dir, images, labels, num_classes, resume=False, v
     dataset = epoch_batches(images, labels, config.batch_size, config.seed + 1, initial_epoch,
                             c.vae_epochs)
     # A non-finite loss fails the run, as in phase 2, keeping the last finite checkpoint.
-    guard = NonFiniteStop(run_path(run_dir, RUN_FILE))
+    guard = NonFiniteStop(run_path(run_dir, RUN_FILE), "cvae.learning_rate", "CVAE")
     fit_callbacks = [
         EpochTimer(),
         guard,

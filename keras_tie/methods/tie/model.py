@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 
 from keras_tie.config import INVERSION_MODES
-from keras_tie.losses import inversion_loss, weighted_cross_entropies
+from keras_tie.losses import inversion_loss, total_variation, weighted_cross_entropies
 from keras_tie.models import feature_model
 from keras_tie.training import distribute
 
@@ -63,6 +63,9 @@ class TIEModel(keras.Model):
             `inference` (moving BatchNorm statistics, no dropout) or
             `training` (batch statistics, moving statistics updated by the
             generated batch, dropout on; `TIEConfig.inversion_mode`).
+        smoothness: weight of the total-variation prior added to the
+            inversion loss (`TIEConfig.smoothness`; 0 = the paper's loss);
+            logged as `inv_tv` when on.
         seed: seed of the per-step draws (pool samples, z, v; stateless,
             keyed by the optimizer step) and of the in-graph random generator
             of the epoch-level inversion.
@@ -73,7 +76,8 @@ class TIEModel(keras.Model):
 
     def __init__(self, classifier, pool, generator=None, garbage_per_batch=12,
                  generator_batch_size=128, generator_interval=1, alpha=0.1, beta=1.0,
-                 seed=0, diversity="batch", inversion_mode="inference", **kwargs):
+                 seed=0, diversity="batch", inversion_mode="inference", smoothness=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.classifier = classifier
         self.generator = generator
@@ -90,6 +94,7 @@ class TIEModel(keras.Model):
             raise ValueError(f"inversion_mode must be one of {INVERSION_MODES}. "
                              f"Received: inversion_mode={inversion_mode!r}")
         self.inversion_mode = inversion_mode
+        self.smoothness = float(smoothness)
         self.latent_dim = int(generator.inputs[0].shape[-1]) if generator is not None else 0
         self._features = feature_model(classifier)
         self.seed = int(seed)
@@ -108,6 +113,7 @@ class TIEModel(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="inv_kl")
         self.ce_tracker = keras.metrics.Mean(name="inv_ce")
         self.cos_tracker = keras.metrics.Mean(name="inv_cos")
+        self.tv_tracker = keras.metrics.Mean(name="inv_tv")
         self.built = True  # the networks are built (see distribute.skip_symbolic_build)
 
     def compile(self, optimizer, generator_optimizer=None, **kwargs):
@@ -127,6 +133,8 @@ class TIEModel(keras.Model):
         trackers = [self.loss_tracker, self.accuracy_tracker, self.garbage_tracker]
         if self.generator is not None:
             trackers += [self.inv_tracker, self.kl_tracker, self.ce_tracker, self.cos_tracker]
+            if self.smoothness > 0:
+                trackers.append(self.tv_tracker)
         return trackers
 
     def call(self, inputs, training=False):
@@ -172,7 +180,7 @@ class TIEModel(keras.Model):
             def step():
                 strategy.run(self.generator_step)
                 trackers = [self.inv_tracker, self.kl_tracker, self.ce_tracker,
-                            self.cos_tracker]
+                            self.cos_tracker] + ([self.tv_tracker] if self.smoothness > 0 else [])
                 return {m.name: m.result() for m in trackers}
 
             self._generator_function = tf.function(step)
@@ -195,6 +203,9 @@ class TIEModel(keras.Model):
                                               training=self.inversion_mode == "training")
             total, kl, ce, cos = inversion_loss(y_soft, logits, features, self.alpha,
                                                 self.beta, self.gamma, self.diversity)
+            if self.smoothness > 0:  # tie.smoothness: a total-variation prior on the images
+                tv = tf.reduce_mean(total_variation(generated))
+                total = total + self.smoothness * tv
             share = total / distribute.num_replicas()
         variables = self.generator.trainable_variables
         self.generator_optimizer.apply_gradients(zip(tape.gradient(share, variables),
@@ -203,6 +214,8 @@ class TIEModel(keras.Model):
         self.kl_tracker.update_state(kl)
         self.ce_tracker.update_state(ce)
         self.cos_tracker.update_state(cos)
+        if self.smoothness > 0:
+            self.tv_tracker.update_state(tv)
         return total
 
     def sample_conditions(self, count, target=None, seed=None):

@@ -83,7 +83,7 @@ class Recipe(BaseRecipe):
         interval = max(data.steps_per_epoch // max(tie.generator_steps_per_epoch, 1), 1)
         model = TIEModel(self.classifier, pool, generator, garbage_per_batch,
                          tie.generator_batch_size, interval, tie.alpha, tie.beta, config.seed,
-                         tie.diversity, tie.inversion_mode)
+                         tie.diversity, tie.inversion_mode, tie.smoothness)
         model.compile(optimizer, keras.optimizers.Adam(config.optimizer.generator_lr)
                       if generator is not None else None)
         self.exclusion = InversionExclusion.from_config(
