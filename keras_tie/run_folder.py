@@ -135,17 +135,18 @@ def check_finished(run_dir, record, action):
             f"`keras-tie train --output {run_dir} --resume`.")
 
 
-def load_run(run_dir, action="evaluated", required=CLASSIFIER_KEYS):
+def load_run(run_dir, action="evaluated", required=CLASSIFIER_KEYS, record=None):
     """(run record, model) of a finished run.
 
     The model is loaded without its training configuration (`compile=False`).
     A classifier's output count is checked against the record's `num_outputs`.
+    `record`: the run's record when the caller has read it already.
 
     Raises:
         RunFolderError: not a finished, readable run (see `read_record`,
             `check_finished`, `load_model`).
     """
-    record = read_record(run_dir, required)
+    record = read_record(run_dir, required) if record is None else record
     check_finished(run_dir, record, action)
     model_file = run_path(run_dir, MODEL_FILE)
     model = load_model(model_file)

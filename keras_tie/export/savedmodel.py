@@ -197,31 +197,33 @@ def export_run(run_dir, output=None, *, version=None, score="ue", threshold=None
     return ExportResult(final, metadata)
 
 
+# Methods whose runs are not exported, and why (the export ships a classifier's logits with
+# the two-level rule).
+NOT_EXPORTED = {
+    "flow": "a flow has no logits, and its approximate mass needs the gradient of log p(x) "
+            "with respect to the input, which TFLite cannot compute. Score it with `keras-tie "
+            "evaluate` (see docs/flow.md)",
+    "repair": "a repair model has no logits (its score is the distance between an image and "
+              "its repair). Score it with `keras-tie evaluate` (see docs/repair.md)",
+}
+EXPORT_KEYS = ("class_names", "image_shape", "num_outputs")
+
+
 def load_run(run_dir):
     """(run.json as a dict, the classifier) of a finished run folder (keras_tie.run_folder).
 
     Raises:
-        ExportError: not a finished classifier run (a flow run is refused, with why).
+        ExportError: not a finished classifier run (flow and repair runs are
+            refused, saying why).
     """
     try:
-        record = run_folder.read_record(run_dir, ("class_names", "image_shape", "num_outputs"))
-    except run_folder.RunFolderError as error:
-        raise ExportError(str(error)) from error
-    if record.get("method") == "flow":
-        raise ExportError(
-            f"{run_dir} is a flow run, which keras-tie does not export: the export ships a "
-            "classifier's logits with the two-level rule, a flow has none, and its approximate "
-            "mass needs the gradient of log p(x) with respect to the input, which TFLite "
-            "cannot compute. Score it with `keras-tie evaluate` (see docs/flow.md).")
-    if record.get("method") == "repair":
-        raise ExportError(
-            f"{run_dir} is a repair run, which keras-tie does not export: the export ships a "
-            "classifier's logits with the two-level rule, and a repair model has none (its "
-            "score is the distance between an image and its repair). Score it with "
-            "`keras-tie evaluate` (see docs/repair.md).")
-    try:
-        return run_folder.load_run(run_dir, "exported", ("class_names", "image_shape",
-                                                         "num_outputs"))
+        record = run_folder.read_record(run_dir, EXPORT_KEYS)
+        method = record.get("method")
+        if method in NOT_EXPORTED:
+            raise ExportError(f"{run_dir} is a {method} run, which keras-tie does not export: "
+                              "the export ships a classifier's logits with the two-level "
+                              f"rule, and {NOT_EXPORTED[method]}.")
+        return run_folder.load_run(run_dir, "exported", record=record)
     except run_folder.RunFolderError as error:
         raise ExportError(str(error)) from error
 

@@ -24,12 +24,13 @@ import tensorflow as tf
 
 import keras_tie
 from keras_tie import methods
-from keras_tie._io import read_json
 from keras_tie.config import Config, ConfigError
 from keras_tie.run_folder import (
     HISTORY_FILE,
     LOGS_DIR,
     RUN_FILE,
+    read_record,
+    run_path,
     validation_split_indices,
     write_record,
 )
@@ -37,7 +38,7 @@ from keras_tie.training import distribute
 from keras_tie.training.batches import epoch_batches
 from keras_tie.training.callbacks import EpochTimer, HistoryCSV, NonFiniteStop
 from keras_tie.training.checkpoint import RunCheckpoint, latest_checkpoint, resume_from
-from keras_tie.training.recipe import Plan, TrainingData, history_row  # noqa: F401
+from keras_tie.training.recipe import TrainingData, history_row
 
 
 @dataclasses.dataclass
@@ -78,13 +79,13 @@ def train(config, run_dir, resume=False, verbose="auto", callbacks=(), strategy=
                 return train(config, run_dir, resume, verbose, callbacks, strategy)
             return distribute.train_as_worker(train, config, run_dir, resume, callbacks,
                                               strategy)
-    run_file = os.path.join(run_dir, RUN_FILE)
+    run_file = run_path(run_dir, RUN_FILE)
     checkpoint = None
     if resume:
         if not os.path.isfile(run_file):
             raise FileNotFoundError(
                 f"Cannot resume: {run_file} does not exist. Start the run without --resume.")
-        saved = Config.from_dict(read_json(run_file)["config"])
+        saved = Config.from_dict(read_record(run_dir)["config"])
         if config is not None and config.epochs < saved.epochs:
             raise ConfigError(
                 f"A resumed run can only be given more epochs: {run_dir} was started for "
@@ -116,7 +117,7 @@ def _train(config, run_dir, resume, verbose, callbacks, checkpoint, run_file):
     data = load_training_data(config)
     recipe = methods.recipe(config.method)(config, data, run_dir, verbose)
 
-    record = read_json(run_file) if resume and os.path.isfile(run_file) else {}
+    record = read_record(run_dir) if resume else {}
     for stale in ("failure", "test_metrics"):  # measured anew; a failed run resumes too
         record.pop(stale, None)
     record.update(run_record(config, data, **recipe.record()))
@@ -240,7 +241,7 @@ def run_callbacks(run_dir, trackables, checkpoint_state, config, resume, callbac
     """The callbacks every run folder gets, after the method's own: a stop on a non-finite
     loss that fails the run (`NonFiniteStop`), resumable checkpoints, history.csv, TensorBoard
     logs, then the caller's `callbacks`."""
-    guard = NonFiniteStop(os.path.join(run_dir, RUN_FILE))
+    guard = NonFiniteStop(run_path(run_dir, RUN_FILE))
     return [
         guard,
         RunCheckpoint(run_dir, trackables, checkpoint_state, pool, config.checkpoint_every,
