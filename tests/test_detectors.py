@@ -161,7 +161,7 @@ def test_garbage_scores_refuse_a_plain_model():
 def test_registry_names_errors_and_a_custom_detector():
     names = detector_names()
     for name in ("ue", "ue@n+1", "msp", "msp@n+1", "energy", "energy@n+1", "entropy",
-                 "entropy@n+1", "odin", "odin@n+1", "garbage", "mahalanobis"):
+                 "entropy@n+1", "odin", "odin@n+1", "garbage", "mahalanobis", "mahalanobis++"):
         assert name in names
     with pytest.raises(ValueError, match="Available: .*mahalanobis"):
         get_detector("mahalanobys", identity_model(3))
@@ -314,6 +314,30 @@ def test_mahalanobis_input_preprocessing_moves_towards_the_closest_class():
     assert not processed.from_outputs
     queries = as_pixels(features[:10] + 1.0)
     assert np.all(processed.score(queries) < plain.score(queries))
+
+
+def test_mahalanobis_pp_is_mahalanobis_on_unit_norm_features():
+    features, labels = gaussian_features(seed=4)
+    model = identity_model(4, 3)
+    pp = get_detector("mahalanobis++", model).fit(as_pixels(features), labels)
+    assert pp.normalize and pp.get_config()["normalize"] is True
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    by_hand = Mahalanobis(model).fit_features(unit, labels)
+    np.testing.assert_allclose(pp.means, by_hand.means, rtol=1e-6)
+    queries = np.random.default_rng(6).normal(scale=4.0, size=(9, 4)).astype(np.float32)
+    unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    np.testing.assert_allclose(pp.score(as_pixels(queries)),
+                               by_hand.distances(unit_queries).min(1), rtol=1e-6)
+    # Scale-free: a feature vector and 10x it get the same score; Lee et al.'s score differs.
+    np.testing.assert_allclose(pp.score(as_pixels(queries)), pp.score(as_pixels(10 * queries)),
+                               rtol=1e-5)
+    plain = Mahalanobis(model).fit(as_pixels(features), labels)
+    assert not np.allclose(plain.score(as_pixels(queries)), plain.score(as_pixels(10 * queries)))
+    # Input pre-processing works on the normalised distance too.
+    processed = get_detector("mahalanobis++", model, epsilon=0.05).fit(as_pixels(features),
+                                                                       labels)
+    near = as_pixels(features[:10] + 1.0)
+    assert np.all(processed.score(near) < pp.score(near))
 
 
 def test_mahalanobis_errors():

@@ -20,7 +20,7 @@ from keras_tie.models import build_classifier
 from keras_tie.training.runner import train
 
 ALL_SCORES = {"ue", "ue@n+1", "garbage", "msp", "msp@n+1", "odin", "odin@n+1", "energy",
-              "energy@n+1", "mahalanobis", "entropy", "entropy@n+1"}
+              "energy@n+1", "mahalanobis", "mahalanobis++", "entropy", "entropy@n+1"}
 
 
 @pytest.fixture(scope="module")

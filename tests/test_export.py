@@ -187,6 +187,42 @@ def test_export_layout_metadata_and_versions(tie_export, tie_run):
         export_run(str(tie_run), os.path.dirname(path), version=1)
 
 
+def _conv_and_dense_input_types(model_bytes):
+    """{output tensor name: type name of the op's weights} for CONV_2D and FULLY_CONNECTED ops."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(bytearray(model_bytes), 0)
+    graph = model.Subgraphs(0)
+    found = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) in (
+                schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.FULLY_CONNECTED):
+            name = graph.Tensors(op.Outputs(0)).Name().decode()
+            found[name] = types[graph.Tensors(op.Inputs(1)).Type()]
+    return found
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_first_convolution_and_the_logits_layer_in_float32(tie_export):
+    from keras_tie.export.tflite import float_layer_names
+
+    folder = os.path.join(tie_export.path, "tflite")
+    with open(os.path.join(folder, "model_float32.tflite"), "rb") as f:
+        names = float_layer_names(f.read())
+    float_types = _conv_and_dense_input_types(
+        open(os.path.join(folder, "model_float32.tflite"), "rb").read())
+    assert len(names) == 2 and names[0] == next(iter(float_types))  # first conv, then logits
+    assert names[1] == list(float_types)[-1]
+    int8_types = _conv_and_dense_input_types(
+        open(os.path.join(folder, "model_int8.tflite"), "rb").read())
+    kept = {name: kind for name, kind in int8_types.items() if kind == "FLOAT32"}
+    assert set(kept) == set(names)  # those two in float32, every other layer int8
+    assert all(kind == "INT8" for name, kind in int8_types.items() if name not in names)
+
+
 @pytest.mark.parametrize("batch", [1, 37])
 @pytest.mark.slow
 def test_savedmodel_matches_the_keras_model_and_the_two_level_rule(tie_export, loaded, tie_run,

@@ -14,6 +14,17 @@ scikit-learn's `EmpiricalCovariance`): ReLU features often hold units that
 are zero on every training image, which make Sigma singular; the
 pseudo-inverse ignores those directions. `ridge` > 0 adds ridge * I first.
 
+`normalize=True` is Mahalanobis++ (Mueller and Hein, ICML 2025): every
+feature vector is scaled to unit L2 norm before the fit and the scoring,
+f <- f / ||f||. Feature norms vary strongly between images (on the CIFAR-10
+preset the mean norm of the max-pooled features is 13.9 on CIFAR-10 test
+images, 10.9 on CIFAR-100, 9.3 on MNIST), which breaks the shared-Gaussian
+model; on that run the plain distance ranks every real OOD set as *more*
+in-distribution than the ID test set (AUROC 37 / 34 / 21 against CIFAR-100,
+MNIST, Fashion-MNIST), the normalised one separates them (84 / 99 / 99;
+docs/cifar10.md). Registered as the score `mahalanobis++`; `mahalanobis`
+stays Lee et al.'s, as the TIE paper's Table 2 uses it.
+
 Optional input pre-processing (Lee et al., eq. 4, `epsilon` > 0): move the
 input against the gradient of the distance to the closest class,
 x' = x - epsilon * sign(grad_x d_c*(x)), then score x'. Its epsilon has no
@@ -101,6 +112,12 @@ class ClassGaussians:
         return shifted_means + self.shift, covariance, self.counts.copy()
 
 
+def unit_norm(features):
+    """`features` [N, D] scaled to unit L2 norm (an all-zero vector stays zero), in float64."""
+    f = np.asarray(features, np.float64)
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
 def mahalanobis_distances(features, means, precision):
     """Squared Mahalanobis distances [N, C] of `features` [N, D] to each of `means` [C, D].
 
@@ -124,6 +141,8 @@ class Mahalanobis(ClassifierDetector):
         epsilon: input pre-processing size in [0, 1] pixel units (0: off).
         ridge: added to the covariance's diagonal before the pseudo-inverse
             (default 0: the plain pseudo-inverse).
+        normalize: scale the features to unit L2 norm first (Mahalanobis++;
+            default False: Lee et al.'s score).
         num_classes: n; default: the model's outputs minus the garbage class.
         garbage_index: index of the garbage class (the last output), or None.
         layer_name: the layer whose output is the feature vector.
@@ -136,16 +155,18 @@ class Mahalanobis(ClassifierDetector):
     scores = detector.score(test.images)          # higher = more OOD
     ```
 
-    Reference:
+    References:
         Lee, Lee, Lee, Shin. A simple unified framework for detecting
         out-of-distribution samples and adversarial attacks. NeurIPS 2018.
+        Mueller, Hein. Mahalanobis++: improving OOD detection via feature
+        normalization. ICML 2025 (`normalize=True`).
     """
 
     needs_fit = True
     needs_features = True
 
     def __init__(self, model, epsilon=0.0, ridge=0.0, num_classes=None, garbage_index=None,
-                 layer_name=FEATURES_LAYER, name=None):
+                 layer_name=FEATURES_LAYER, normalize=False, name=None):
         super().__init__(model, garbage_index, name or "mahalanobis")
         if not epsilon >= 0:
             raise ValueError(f"epsilon must be >= 0. Received: epsilon={epsilon}")
@@ -154,6 +175,7 @@ class Mahalanobis(ClassifierDetector):
         feature_layer(model, layer_name)  # fails now, not after the fit, if it is absent
         self.epsilon = float(epsilon)
         self.ridge = float(ridge)
+        self.normalize = bool(normalize)
         self.layer_name = layer_name
         self.fit_classes = self.num_classes if num_classes is None else int(num_classes)
         self.means = self.covariance = self.precision = self.counts = None
@@ -172,15 +194,19 @@ class Mahalanobis(ClassifierDetector):
         start = 0
         for features, _ in iterate_outputs(self.model, images, True, batch_size, verbose,
                                            self.layer_name):
-            gaussians.update(features, labels[start: start + len(features)])
+            gaussians.update(self._prepare(features), labels[start: start + len(features)])
             start += len(features)
         return self.fit_statistics(*gaussians.result())
 
     def fit_features(self, features, labels):
         """Fits from precomputed features [N, D] (one batch: no streaming)."""
         gaussians = ClassGaussians(self.fit_classes)
-        gaussians.update(features, labels)
+        gaussians.update(self._prepare(features), labels)
         return self.fit_statistics(*gaussians.result())
+
+    def _prepare(self, features):
+        """`features` as the Gaussians see them: unit-normed with `normalize`, else as given."""
+        return unit_norm(features) if self.normalize else features
 
     def fit_statistics(self, means, covariance, counts):
         """Sets the class means, covariance and its (ridged) pseudo-inverse."""
@@ -200,9 +226,9 @@ class Mahalanobis(ClassifierDetector):
                              "fit(train_images, train_labels) first.")
 
     def distances(self, features):
-        """Squared distances [N, C] to each fitted class mean."""
+        """Squared distances [N, C] of raw `features` to each fitted class mean."""
         self._check_fitted()
-        return mahalanobis_distances(features, self.means, self.precision)
+        return mahalanobis_distances(self._prepare(features), self.means, self.precision)
 
     def score_outputs(self, features, logits):
         if features is None:
@@ -228,11 +254,14 @@ class Mahalanobis(ClassifierDetector):
         means = tf.constant(self.means, tf.float32)
         precision = tf.constant(self.precision, tf.float32)
         epsilon = self.epsilon
+        normalize = self.normalize
 
         def perturbed_features(x):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 f = features_of(x, training=False)
+                if normalize:
+                    f = f / tf.maximum(tf.norm(f, axis=1, keepdims=True), 1e-12)
                 fp = f @ precision
                 all_distances = (tf.reduce_sum(fp * f, axis=1, keepdims=True)
                                  - 2.0 * fp @ tf.transpose(means)
@@ -248,5 +277,6 @@ class Mahalanobis(ClassifierDetector):
         return perturbed_features
 
     def get_config(self):
-        return {"epsilon": self.epsilon, "ridge": self.ridge, "inverse": "pseudo-inverse",
+        return {"epsilon": self.epsilon, "ridge": self.ridge, "normalize": self.normalize,
+                "inverse": "pseudo-inverse",
                 "layer": self.layer_name, "covariance": "shared, maximum likelihood (1/N)"}

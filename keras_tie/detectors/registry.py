@@ -14,7 +14,9 @@ Built-in names (higher = more OOD for all):
   all n+1 outputs (TIE level 1; needs a garbage class);
 - `garbage`: softmax probability of the garbage class (needs one);
 - `mahalanobis` (mahalanobis.py): minimum Mahalanobis distance of the
-  penultimate features, shared covariance;
+  penultimate features, shared covariance (Lee et al.);
+- `mahalanobis++`: the same on features scaled to unit L2 norm (Mueller and
+  Hein, 2025);
 - `approximate_mass`, `nll` (flow.py): the norm of the gradient of a flow's
   log-likelihood with respect to its input, and its negative log-likelihood
   (the model is a flow, not a classifier);
@@ -119,6 +121,13 @@ register_detector("odin", _odin_factory(ID_OUTPUTS))
 register_detector("odin" + ALL_OUTPUTS_SUFFIX, _odin_factory(ALL_OUTPUTS))
 register_detector("garbage", GarbageDetector)
 register_detector("mahalanobis", Mahalanobis)
+
+
+def _mahalanobis_pp(model, **params):
+    return Mahalanobis(model, normalize=True, **params)
+
+
+register_detector("mahalanobis++", _mahalanobis_pp)
 # Scores whose detector lives with its method (keras_tie.methods.<method>.detector), imported
 # on first use: those modules import this package, so importing them here would be circular.
 METHOD_DETECTORS = {

@@ -53,9 +53,11 @@ from keras_tie.detectors import (
     variant_names,
 )
 from keras_tie.evaluation.runs import EvaluationError, load_runs
+from keras_tie.models.backbones import FEATURES_LAYER
 from keras_tie.run_folder import validation_split_indices
 
-DEFAULT_SCORES = ("ue", "garbage", "msp", "odin", "energy", "mahalanobis", "entropy")
+DEFAULT_SCORES = ("ue", "garbage", "msp", "odin", "energy", "mahalanobis", "mahalanobis++",
+                  "entropy")
 FLOW_DEFAULT_SCORES = FLOW_SCORES  # ("approximate_mass", "nll")
 REPAIR_DEFAULT_SCORES = ("repair",)
 DEFAULT_OOD_SETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "gaussian", "uniform",
@@ -362,7 +364,20 @@ def _evaluate_run(evaluation, run, detectors, data, ood_data, balance, seed, bat
     fit_summary = None
     if fitted:
         index = data.capped(train_index, train.labels)
-        for detector in fitted:
+        # Detectors fitted on the penultimate features alone (mahalanobis, mahalanobis++)
+        # share one forward pass over the fit images.
+        on_features = [d for d in fitted if callable(getattr(d, "fit_features", None))
+                       and getattr(d, "layer_name", None) == FEATURES_LAYER]
+        if len(on_features) > 1:
+            log(f"[{run.label}] fitting {', '.join(d.name for d in on_features)} on "
+                f"{len(index)} training images")
+            features, _ = classifier_outputs(run.model, train.images[index], True, batch_size,
+                                             verbose)
+            for detector in on_features:
+                detector.fit_features(features, train.labels[index])
+        else:
+            on_features = []
+        for detector in (d for d in fitted if d not in on_features):
             log(f"[{run.label}] fitting {detector.name} on {len(index)} training images")
             detector.fit(train.images[index], train.labels[index], batch_size=batch_size,
                          verbose=verbose)

@@ -216,7 +216,8 @@ def _markdown(evaluation, figure_files):
         f"- **Positive class:** {POSITIVE_CLASS_TEXT}",
         "- **Variants** (models with a garbage class): `name` is the score "
         f"{VARIANT_TEXT['n']}; `name@n+1` is the score {VARIANT_TEXT['n+1']}. "
-        "`garbage` is the softmax probability of the garbage class; `mahalanobis` works "
+        "`garbage` is the softmax probability of the garbage class; `mahalanobis` and "
+        "`mahalanobis++` (the same on unit-norm features) work "
         f"{VARIANT_TEXT['features']}. A plain classifier has only `name` (its n outputs).",
         "- **Deployment threshold:** per score, the smallest score that accepts at least 95% "
         "of held-out ID images (the run's validation split, else a seeded random half of the "
