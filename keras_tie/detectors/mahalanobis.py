@@ -21,8 +21,8 @@ preset the mean norm of the max-pooled features is 13.9 on CIFAR-10 test
 images, 10.9 on CIFAR-100, 9.3 on MNIST), which breaks the shared-Gaussian
 model; on that run the plain distance ranks every real OOD set as *more*
 in-distribution than the ID test set (AUROC 37 / 34 / 21 against CIFAR-100,
-MNIST, Fashion-MNIST), the normalised one separates them (84 / 99 / 99;
-docs/cifar10.md). Registered as the score `mahalanobis++`; `mahalanobis`
+MNIST, Fashion-MNIST), the normalised one separates them (85 / 98 / 98;
+docs/cifar10.md). It is not better on every model (docs/evaluation.md). Registered as the score `mahalanobis++`; `mahalanobis`
 stays Lee et al.'s, as the TIE paper's Table 2 uses it.
 
 Optional input pre-processing (Lee et al., eq. 4, `epsilon` > 0): move the

@@ -28,8 +28,8 @@ the MNIST preset): the fully quantised file then rejects images the server
 accepts (98.75% equal labels on MNIST test against 99.8% with the float head;
 benchmarks/export_benchmark.py). The head (softmax, UE, score, two-level rule)
 is a few vector operations on n + 1 numbers per image, so it costs nothing
-measurable; every convolution and dense layer stays int8 and the file is the
-same size. `int8_full` quantises the head too, for integer-only accelerators
+measurable; the convolutions and dense layers stay int8 (all but two, below)
+and the file keeps its size. `int8_full` quantises the head too, for integer-only accelerators
 (Edge TPU, NPUs, microcontrollers without a float unit), at that parity cost.
 
 `int8` also keeps two layers in float32, the usual "first and last layer in
