@@ -340,6 +340,23 @@ def test_mahalanobis_pp_is_mahalanobis_on_unit_norm_features():
     assert np.all(processed.score(near) < pp.score(near))
 
 
+def test_fit_together_equals_separate_fits():
+    from keras_tie.detectors.mahalanobis import fit_together
+
+    features, labels = gaussian_features(seed=5, per_class=15)
+    model = identity_model(4, 3)
+    pair = fit_together([Mahalanobis(model), get_detector("mahalanobis++", model)],
+                        as_pixels(features), labels, batch_size=7)
+    alone = [Mahalanobis(model).fit(as_pixels(features), labels),
+             get_detector("mahalanobis++", model).fit(as_pixels(features), labels)]
+    for together, single in zip(pair, alone):
+        np.testing.assert_allclose(together.means, single.means, rtol=1e-9)
+        np.testing.assert_allclose(together.precision, single.precision, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="one model and feature layer"):
+        fit_together([Mahalanobis(model), Mahalanobis(identity_model(4, 3))],
+                     as_pixels(features), labels)
+
+
 def test_mahalanobis_errors():
     model = identity_model(4, 3)
     with pytest.raises(ValueError, match="not fitted"):

@@ -211,13 +211,14 @@ def test_int8_keeps_the_first_convolution_and_the_logits_layer_in_float32(tie_ex
 
     folder = os.path.join(tie_export.path, "tflite")
     with open(os.path.join(folder, "model_float32.tflite"), "rb") as f:
-        names = float_layer_names(f.read())
-    float_types = _conv_and_dense_input_types(
-        open(os.path.join(folder, "model_float32.tflite"), "rb").read())
+        float_bytes = f.read()
+    with open(os.path.join(folder, "model_int8.tflite"), "rb") as f:
+        int8_bytes = f.read()
+    names = float_layer_names(float_bytes)
+    float_types = _conv_and_dense_input_types(float_bytes)
     assert len(names) == 2 and names[0] == next(iter(float_types))  # first conv, then logits
     assert names[1] == list(float_types)[-1]
-    int8_types = _conv_and_dense_input_types(
-        open(os.path.join(folder, "model_int8.tflite"), "rb").read())
+    int8_types = _conv_and_dense_input_types(int8_bytes)
     kept = {name: kind for name, kind in int8_types.items() if kind == "FLOAT32"}
     assert set(kept) == set(names)  # those two in float32, every other layer int8
     assert all(kind == "INT8" for name, kind in int8_types.items() if name not in names)

@@ -132,6 +132,35 @@ def mahalanobis_distances(features, means, precision):
     return np.maximum(distances, 0.0)
 
 
+def fit_together(detectors, images, labels=None, *, batch_size=DEFAULT_BATCH_SIZE, verbose=0):
+    """Fits Mahalanobis `detectors` of one model and feature layer in one streamed pass.
+
+    Each batch's features are computed once and added to every detector's
+    own Gaussians (unit-normed for the `normalize` ones): `mahalanobis` and
+    `mahalanobis++` of an evaluation share the forward pass over the fit images.
+    """
+    detectors = list(detectors)
+    first = detectors[0]
+    if any(d.model is not first.model or d.layer_name != first.layer_name for d in detectors):
+        raise ValueError("fit_together needs detectors of one model and feature layer. "
+                         f"Received: {[(d.name, d.layer_name) for d in detectors]}")
+    if labels is None or len(labels) != len(images):
+        raise ValueError("Mahalanobis.fit needs one class label per training image. "
+                         f"Received: {len(images)} images, labels="
+                         f"{None if labels is None else len(labels)}")
+    gaussians = [ClassGaussians(d.fit_classes) for d in detectors]
+    start = 0
+    for features, _ in iterate_outputs(first.model, images, True, batch_size, verbose,
+                                       first.layer_name):
+        batch_labels = labels[start: start + len(features)]
+        for detector, gaussian in zip(detectors, gaussians):
+            gaussian.update(detector._prepare(features), batch_labels)
+        start += len(features)
+    for detector, gaussian in zip(detectors, gaussians):
+        detector.fit_statistics(*gaussian.result())
+    return detectors
+
+
 class Mahalanobis(ClassifierDetector):
     """Minimum Mahalanobis distance of the penultimate features to the class means.
 
@@ -186,17 +215,8 @@ class Mahalanobis(ClassifierDetector):
         return self.epsilon == 0.0 and self.layer_name == FEATURES_LAYER
 
     def fit(self, images, labels=None, *, batch_size=DEFAULT_BATCH_SIZE, verbose=0):
-        if labels is None or len(labels) != len(images):
-            raise ValueError("Mahalanobis.fit needs one class label per training image. "
-                             f"Received: {len(images)} images, labels="
-                             f"{None if labels is None else len(labels)}")
-        gaussians = ClassGaussians(self.fit_classes)
-        start = 0
-        for features, _ in iterate_outputs(self.model, images, True, batch_size, verbose,
-                                           self.layer_name):
-            gaussians.update(self._prepare(features), labels[start: start + len(features)])
-            start += len(features)
-        return self.fit_statistics(*gaussians.result())
+        fit_together([self], images, labels, batch_size=batch_size, verbose=verbose)
+        return self
 
     def fit_features(self, features, labels):
         """Fits from precomputed features [N, D] (one batch: no streaming)."""

@@ -52,8 +52,8 @@ from keras_tie.detectors import (
     get_detector,
     variant_names,
 )
+from keras_tie.detectors.mahalanobis import Mahalanobis, fit_together
 from keras_tie.evaluation.runs import EvaluationError, load_runs
-from keras_tie.models.backbones import FEATURES_LAYER
 from keras_tie.run_folder import validation_split_indices
 
 DEFAULT_SCORES = ("ue", "garbage", "msp", "odin", "energy", "mahalanobis", "mahalanobis++",
@@ -364,23 +364,21 @@ def _evaluate_run(evaluation, run, detectors, data, ood_data, balance, seed, bat
     fit_summary = None
     if fitted:
         index = data.capped(train_index, train.labels)
-        # Detectors fitted on the penultimate features alone (mahalanobis, mahalanobis++)
-        # share one forward pass over the fit images.
-        on_features = [d for d in fitted if callable(getattr(d, "fit_features", None))
-                       and getattr(d, "layer_name", None) == FEATURES_LAYER]
-        if len(on_features) > 1:
-            log(f"[{run.label}] fitting {', '.join(d.name for d in on_features)} on "
+        # Mahalanobis detectors on the same features (mahalanobis, mahalanobis++) share one
+        # forward pass over the fit images.
+        groups = {}
+        for detector in fitted:
+            key = (("mahalanobis", detector.layer_name) if isinstance(detector, Mahalanobis)
+                   else id(detector))
+            groups.setdefault(key, []).append(detector)
+        for group in groups.values():
+            log(f"[{run.label}] fitting {', '.join(d.name for d in group)} on "
                 f"{len(index)} training images")
-            features, _ = classifier_outputs(run.model, train.images[index], True, batch_size,
-                                             verbose)
-            for detector in on_features:
-                detector.fit_features(features, train.labels[index])
-        else:
-            on_features = []
-        for detector in (d for d in fitted if d not in on_features):
-            log(f"[{run.label}] fitting {detector.name} on {len(index)} training images")
-            detector.fit(train.images[index], train.labels[index], batch_size=batch_size,
-                         verbose=verbose)
+            images, labels = train.images[index], train.labels[index]
+            if isinstance(group[0], Mahalanobis):
+                fit_together(group, images, labels, batch_size=batch_size, verbose=verbose)
+            else:
+                group[0].fit(images, labels, batch_size=batch_size, verbose=verbose)
         fit_summary = {"images": int(len(index)), "split": "train",
                        "validation_excluded": fraction > 0}
 
