@@ -33,6 +33,7 @@ CLASSIFIER_OPTIMIZERS = ("adam", "adadelta", "sgd")  # optimizer.classifier_opti
 BACKBONES = ("auto", "conv3", "conv5", "resnet", "airbench", "cnn2")
 PRECISIONS = ("float32", "mixed_bfloat16")  # model.precision
 GENERATOR_INITS = ("gray", "data_mean")  # model.generator_init
+GENERATOR_UPSAMPLINGS = ("transpose", "resize")  # model.generator_upsampling
 
 
 class ConfigError(ValueError):
@@ -134,6 +135,14 @@ class ModelConfig(_Table):
             MNIST and Fashion-MNIST). The paper does not say (docs/tie.md).
             Experimental: `data_mean` was no gain over `gray` on Fashion-MNIST
             (docs/experiments.md, "Generator started at the data's mean pixel").
+        generator_upsampling: how the generator doubles its feature maps:
+            "transpose" (stride-2 transposed convolutions, the paper's
+            "transposed convolutional stages"; the default) or "resize"
+            (bilinear 2x upsampling followed by a 3x3 convolution, the
+            resize-convolution of Odena et al., "Deconvolution and checkerboard
+            artifacts", Distill 2016, which cannot draw the checkerboard
+            patterns that uneven kernel overlap gives transposed convolutions).
+            Experimental (docs/experiments.md, "CIFAR-10 TIE variants").
         bn_momentum: BatchNormalization momentum of both networks (Keras'
             0.99; use 0.9 for runs of a few hundred steps, see build_classifier).
         dropout: rate of a Dropout layer between the penultimate features and
@@ -160,6 +169,7 @@ class ModelConfig(_Table):
     latent_dim: int = 64
     generator_width: int = 128
     generator_init: str = "gray"
+    generator_upsampling: str = "transpose"
     bn_momentum: float = 0.99
     dropout: float = 0.0
     precision: str = "float32"
@@ -170,6 +180,7 @@ class ModelConfig(_Table):
         self._require(_FRACTION, "bn_momentum")
         self._check(self.generator_init in GENERATOR_INITS, "generator_init",
                     "'gray' or 'data_mean'")
+        self._require_choice("generator_upsampling", GENERATOR_UPSAMPLINGS)
         self._require(_FRACTION, "dropout")
         self._require_choice("precision", PRECISIONS)
 

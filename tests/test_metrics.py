@@ -122,3 +122,31 @@ def test_pr_curves_and_bad_input():
     with pytest.raises(ValueError, match="1 of 3 in-distribution scores are NaN"):
         metrics.auroc([0.0, np.nan, 1.0], ood_scores)
     assert metrics.accuracy([1, 2, 3], [1, 2, 0]) == pytest.approx(2 / 3)
+
+
+def test_paired_bootstrap_of_auroc():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+    from paired_auroc import bootstrap_auroc, interval
+
+    rng = np.random.default_rng(0)
+    id_scores, ood_scores = rng.normal(0, 1, 400), rng.normal(1, 1, 300)
+    noisy = ood_scores + rng.normal(0, 2, 300)  # run b: the same images, a worse score
+    scores = {"a": {"s": {"id": id_scores, "ood": ood_scores}},
+              "b": {"s": {"id": id_scores, "ood": noisy},
+                    "same": {"id": id_scores, "ood": ood_scores}}}
+    point, draws = bootstrap_auroc(scores, "id", "ood", 200, seed=1)
+    assert point[("a", "s")] == pytest.approx(metrics.auroc(id_scores, ood_scores))
+    assert all(d.shape == (200,) for d in draws.values())
+    # Paired: the same score on the same images gives the same AUROC on every resample.
+    np.testing.assert_array_equal(draws[("a", "s")], draws[("b", "same")])
+    low, high = interval(draws[("a", "s")])
+    assert low < point[("a", "s")] < high
+    difference = draws[("a", "s")] - draws[("b", "s")]
+    assert interval(difference)[0] > 0  # the noisier score is measurably worse
+    with pytest.raises(ValueError, match="same images"):
+        bootstrap_auroc({"a": {"s": {"id": id_scores, "ood": ood_scores}},
+                         "b": {"s": {"id": id_scores[:10], "ood": ood_scores}}},
+                        "id", "ood", 100, seed=0)

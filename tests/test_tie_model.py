@@ -74,6 +74,33 @@ def test_generator_init_at_the_data_mean():
         Config.load(None, {"model.generator_init": "black"})
 
 
+def test_resize_generator_has_no_transposed_upsampling_and_draws_no_checkerboard():
+    keras.utils.set_random_seed(0)
+    z = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    y = np.full((4, 11), 1 / 11, np.float32)
+    resize = build_generator((32, 32, 3), 11, latent_dim=8, width=16, upsampling="resize")
+    transpose = build_generator((32, 32, 3), 11, latent_dim=8, width=16)
+    assert resize([z, y]).shape == transpose([z, y]).shape == (4, 32, 32, 3)
+    kinds = {layer.name: type(layer).__name__ for layer in resize.layers}
+    assert kinds["up1"] == kinds["up2"] == "Conv2D"
+    assert {type(layer).__name__ for layer in transpose.layers
+            if layer.name in ("up1", "up2")} == {"Conv2DTranspose"}
+    # One 3x3 kernel after bilinear upsampling of a constant map gives a constant map
+    # away from the border; a stride-2 4x4 transposed kernel gives a period-2 pattern.
+    constant = np.ones((1, 8, 8, 1), np.float32)
+    up = keras.layers.UpSampling2D(2, interpolation="bilinear")(constant)
+    conv = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
+    smooth = np.asarray(conv(up))[0, 2:-2, 2:-2, 0]
+    assert np.ptp(smooth) < 1e-5
+    deconv = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", use_bias=False)
+    checker = np.asarray(deconv(constant))[0, 2:-2, 2:-2, 0]
+    assert np.ptp(checker) > 1e-3
+    with pytest.raises(ValueError, match="upsampling must be 'transpose' or 'resize'"):
+        build_generator((32, 32, 3), 11, upsampling="nearest")
+    with pytest.raises(ConfigError, match="model.generator_upsampling"):
+        Config.load(None, {"model.generator_upsampling": "pixelshuffle"})
+
+
 def test_swap_max_to_targets_the_class_and_keeps_the_values():
     v = tf.constant([[0.1, 2.0, -1.0, 0.5], [3.0, 0.0, 1.0, 2.0]])
     swapped = swap_max_to(v, tf.constant([3, 0])).numpy()

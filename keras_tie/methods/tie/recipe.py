@@ -78,7 +78,8 @@ class Recipe(BaseRecipe):
             generator = build_generator(
                 data.info.image_shape, self.num_outputs, config.model.latent_dim,
                 config.model.generator_width, config.model.bn_momentum,
-                output_mean=self.mean if config.model.generator_init == "data_mean" else None)
+                output_mean=self.mean if config.model.generator_init == "data_mean" else None,
+                upsampling=config.model.generator_upsampling)
         garbage_per_batch = tie.garbage_per_batch or max(config.batch_size // self.num_classes, 1)
         interval = max(data.steps_per_epoch // max(tie.generator_steps_per_epoch, 1), 1)
         model = TIEModel(self.classifier, pool, generator, garbage_per_batch,

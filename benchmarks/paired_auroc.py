@@ -1,0 +1,137 @@
+"""Is one run's OOD detection better than another's? Paired bootstrap of AUROC.
+
+    python benchmarks/paired_auroc.py RUN_A RUN_B [--ood cifar100] [--resamples 1000]
+
+Both runs (same ID dataset) are scored by `keras_tie.evaluation.evaluate` (the code behind
+`keras-tie evaluate`, each run's default scores) on the full ID test set and the OOD test
+set. AUROC (ID positive, as everywhere in keras-tie) is then recomputed on `--resamples`
+bootstrap resamples: each resample draws the ID images and the OOD images with replacement,
+the same draw for every score of both runs, because both runs saw the same images. That
+pairing is what makes a small difference between two runs measurable: the image-to-image
+variation that two independent intervals would both carry cancels in the difference.
+
+Reported: each score's AUROC with its 95% percentile interval; for every score name the two
+runs share, the difference A - B with its interval; and the difference between each run's
+best score, where "best" is chosen on the point estimates of the same images (a selection
+that favours neither run, but makes that interval slightly optimistic for both maxima).
+The interval covers the test images' sampling only, not the training seed: two seeds of the
+same preset can differ by more (docs/cifar10.md).
+
+Writes benchmarks/results/paired_auroc_<ID>_<OOD>.md (or --output) and prints it.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def bootstrap_auroc(scores, id_name, ood_name, resamples, seed):
+    """AUROC of every (run, score) on the original sets and on paired bootstrap resamples.
+
+    Args:
+        scores: run label -> score name -> set name -> numpy scores (higher = more OOD),
+            as `Evaluation.scores`.
+        resamples: number of resamples; seed: their seed.
+
+    Returns:
+        (point, draws): {(run, score): AUROC} and {(run, score): array [resamples]}.
+    """
+    from keras_tie import metrics
+
+    pairs = [(run, name) for run, by_score in scores.items() for name in by_score]
+    n_id = {len(scores[run][name][id_name]) for run, name in pairs}
+    n_ood = {len(scores[run][name][ood_name]) for run, name in pairs}
+    if len(n_id) != 1 or len(n_ood) != 1:
+        raise ValueError(f"The runs were scored on different image counts: ID {sorted(n_id)}, "
+                         f"OOD {sorted(n_ood)}; a paired bootstrap needs the same images.")
+    n_id, n_ood = n_id.pop(), n_ood.pop()
+    rng = np.random.default_rng(seed)
+    id_draws = rng.integers(0, n_id, size=(resamples, n_id))
+    ood_draws = rng.integers(0, n_ood, size=(resamples, n_ood))
+    point, draws = {}, {}
+    for run, name in pairs:
+        id_scores, ood_scores = scores[run][name][id_name], scores[run][name][ood_name]
+        point[(run, name)] = metrics.auroc(id_scores, ood_scores)
+        draws[(run, name)] = np.array([metrics.auroc(id_scores[i], ood_scores[o])
+                                       for i, o in zip(id_draws, ood_draws)])
+    return point, draws
+
+
+def interval(values):
+    """The 95% percentile interval."""
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_a")
+    parser.add_argument("run_b")
+    parser.add_argument("--ood", default="cifar100", help="One OOD set.")
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    if args.resamples < 100:
+        parser.error(f"--resamples must be at least 100 for a 95% interval. "
+                     f"Received: {args.resamples}")
+    if "," in args.ood:
+        parser.error(f"--ood takes one OOD set. Received: {args.ood!r}")
+
+    from keras_tie.evaluation import evaluate
+    from keras_tie.evaluation.protocol import ID_SET
+
+    start = time.time()
+    evaluation = evaluate([args.run_a, args.run_b], [args.ood], data_dir=args.data_dir,
+                          verbose=0, log=print)
+    labels = [run["label"] for run in evaluation.runs]
+    if len(set(labels)) != 2:
+        parser.error(f"The two runs need different folder names. Received: {labels}")
+    point, draws = bootstrap_auroc(evaluation.scores, ID_SET, args.ood, args.resamples,
+                                   args.seed)
+    id_name = evaluation.id_set["name"]
+    a, b = labels
+    lines = [f"# Paired bootstrap of AUROC, {id_name} vs {args.ood}: {a} against {b}", "",
+             f"`python benchmarks/paired_auroc.py {' '.join(sys.argv[1:])}`: "
+             f"{evaluation.id_set['count']} {id_name} test images against "
+             f"{evaluation.ood_sets[0]['count']} {args.ood} images, each run's default scores "
+             f"(`keras-tie evaluate`), {args.resamples} paired resamples (seed {args.seed}). "
+             f"AUROC in %, ID positive; 95% percentile intervals. "
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; "
+             f"{time.time() - start:.0f} s.", "",
+             "## Each score", "", "| run | score | AUROC | 95% interval |", "|---|---|---|---|"]
+    for (run, name), value in point.items():
+        low, high = interval(draws[(run, name)])
+        lines.append(f"| {run} | `{name}` | {100 * value:.2f} | {100 * low:.2f} - "
+                     f"{100 * high:.2f} |")
+    lines += ["", f"## Differences, {a} - {b}", "",
+              "| comparison | difference | 95% interval | resamples with A > B |",
+              "|---|---|---|---|"]
+    shared = [name for name in evaluation.scores[a] if name in evaluation.scores[b]]
+    best = {run: max((n for (r, n) in point if r == run), key=lambda n: point[(run, n)])
+            for run in labels}
+    comparisons = [(f"best score: `{best[a]}` - `{best[b]}`", best[a], best[b])]
+    comparisons += [(f"`{name}`", name, name) for name in shared]
+    for text, name_a, name_b in comparisons:
+        difference = draws[(a, name_a)] - draws[(b, name_b)]
+        low, high = interval(difference)
+        lines.append(f"| {text} | {100 * (point[(a, name_a)] - point[(b, name_b)]):+.2f} | "
+                     f"{100 * low:+.2f} - {100 * high:+.2f} | "
+                     f"{100 * np.mean(difference > 0):.1f}% |")
+    text = "\n".join(lines) + "\n"
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                         f"paired_auroc_{id_name}_{args.ood}.md")
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w") as f:
+        f.write(text)
+    print(text)
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
