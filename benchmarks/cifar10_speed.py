@@ -1,6 +1,6 @@
 """CIFAR-10 speed: what the preset's backbone and precision were chosen by, and TIE / plain.
 
-    python benchmarks/cifar10_speed.py [--steps 10] [--limit 12800] [--skip-epochs]
+    python benchmarks/cifar10_speed.py [--steps 10] [--limit 12800] [--skip-epochs | --skip-steps]
 
 Measured one after the other in this process, so the ratios share one machine and one load:
 
@@ -69,15 +69,18 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--limit", type=int, default=12_800)
     parser.add_argument("--skip-epochs", action="store_true", help="Step timings only.")
+    parser.add_argument("--skip-steps", action="store_true", help="TIE / plain epochs only.")
     parser.add_argument("--data-dir", default=os.environ.get("KERAS_TIE_DATA_DIR"))
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    if args.skip_epochs and args.skip_steps:
+        parser.error("--skip-epochs and --skip-steps together leave nothing to measure.")
 
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # every variant traces its own step function: no warning
     rows = []
-    for backbone, width, precision, jit in VARIANTS:
+    for backbone, width, precision, jit in ([] if args.skip_steps else VARIANTS):
         seconds, params = step_seconds(backbone, width, precision, jit, args.steps)
         rows.append({"backbone": backbone, "width": width, "precision": precision,
                      "jit_compile": jit, "parameters": params, "step_seconds": seconds})
@@ -110,11 +113,13 @@ def main():
 
 def markdown(report):
     lines = ["# CIFAR-10 speed, measured in one process", "",
-             f"Machine: {report['machine']}. Command: `{report['command']}`.", "",
-             "## Classifier train step (batch 128 + 12 garbage images, 32x32x3, 11 outputs)", "",
-             "| backbone | width | parameters | precision | XLA jit_compile | ms per step | "
-             "speed-up over float32 without XLA |",
-             "|---|---|---|---|---|---|---|"]
+             f"Machine: {report['machine']}. Command: `{report['command']}`."]
+    if report["train_step"]:
+        lines += ["", "## Classifier train step (batch 128 + 12 garbage images, 32x32x3, "
+                  "11 outputs)", "",
+                  "| backbone | width | parameters | precision | XLA jit_compile | ms per step | "
+                  "speed-up over float32 without XLA |",
+                  "|---|---|---|---|---|---|---|"]
     for r in report["train_step"]:
         lines.append(f"| {r['backbone']} | {r['width']} | {r['parameters']:,} | {r['precision']} "
                      f"| {'yes' if r['jit_compile'] else 'no'} | {1000 * r['step_seconds']:.1f} "

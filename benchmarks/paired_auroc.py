@@ -1,9 +1,10 @@
 """Is one run's OOD detection better than another's? Paired bootstrap of AUROC.
 
-    python benchmarks/paired_auroc.py RUN_A RUN_B [--ood cifar100] [--resamples 1000]
+    python benchmarks/paired_auroc.py RUN_A RUN_B [--ood cifar100] [--scores odin,energy,...]
+        [--resamples 1000]
 
 Both runs (same ID dataset) are scored by `keras_tie.evaluation.evaluate` (the code behind
-`keras-tie evaluate`, each run's default scores) on the full ID test set and the OOD test
+`keras-tie evaluate`; each run's default scores, or those of `--scores` that apply to it) on the full ID test set and the OOD test
 set. AUROC (ID positive, as everywhere in keras-tie) is then recomputed on `--resamples`
 bootstrap resamples: each resample draws the ID images and the OOD images with replacement,
 the same draw for every score of both runs, because both runs saw the same images. That
@@ -72,6 +73,8 @@ def main():
     parser.add_argument("run_a")
     parser.add_argument("run_b")
     parser.add_argument("--ood", default="cifar100", help="One OOD set.")
+    parser.add_argument("--scores", default=None,
+                        help="Comma-separated score names; default: each run's default scores.")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
@@ -87,7 +90,8 @@ def main():
     from keras_tie.evaluation.protocol import ID_SET
 
     start = time.time()
-    evaluation = evaluate([args.run_a, args.run_b], [args.ood], data_dir=args.data_dir,
+    scores = [s.strip() for s in args.scores.split(",") if s.strip()] if args.scores else None
+    evaluation = evaluate([args.run_a, args.run_b], [args.ood], scores, data_dir=args.data_dir,
                           verbose=0, log=print)
     labels = [run["label"] for run in evaluation.runs]
     if len(set(labels)) != 2:
@@ -99,8 +103,9 @@ def main():
     lines = [f"# Paired bootstrap of AUROC, {id_name} vs {args.ood}: {a} against {b}", "",
              f"`python benchmarks/paired_auroc.py {' '.join(sys.argv[1:])}`: "
              f"{evaluation.id_set['count']} {id_name} test images against "
-             f"{evaluation.ood_sets[0]['count']} {args.ood} images, each run's default scores "
-             f"(`keras-tie evaluate`), {args.resamples} paired resamples (seed {args.seed}). "
+             f"{evaluation.ood_sets[0]['count']} {args.ood} images, "
+             + ("each run's default scores" if scores is None else "the scores asked for")
+             + f" (`keras-tie evaluate`), {args.resamples} paired resamples (seed {args.seed}). "
              f"AUROC in %, ID positive; 95% percentile intervals. "
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; "
              f"{time.time() - start:.0f} s.", "",

@@ -109,7 +109,8 @@ def test_cifar10_preset_options_train_and_resume_on_the_warmup_cosine(tmp_path, 
                                                                       cache_dir):
     os.environ["KERAS_TIE_CACHE_DIR"] = str(cache_dir)
     preset = Config.load(os.path.join(os.path.dirname(__file__), "..", "configs", "cifar10.toml"))
-    assert (preset.model.backbone, preset.model.precision) == ("airbench", "mixed_bfloat16")
+    assert (preset.model.backbone, preset.model.precision, preset.model.generator_upsampling) \
+        == ("airbench", "mixed_bfloat16", "resize")
     config = preset.with_overrides({
         "epochs": 2, "batch_size": 32, "limit": 128, "data_dir": str(shared_data_dir),
         "model.width": 8, "optimizer.warmup_epochs": 0.5, "tie.samples_per_class": 8,
@@ -134,6 +135,9 @@ def test_cifar10_preset_options_train_and_resume_on_the_warmup_cosine(tmp_path, 
     assert info["status"] == "complete" and info["backbone"] == "airbench"
     reloaded = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     assert reloaded.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    generator = keras.saving.load_model(os.path.join(run_dir, "generator.keras"))
+    assert isinstance(generator.get_layer("up1"), keras.layers.Conv2D)  # resize, kept on resume
+    assert not isinstance(generator.get_layer("up1"), keras.layers.Conv2DTranspose)
     for bad, match in (({"optimizer.warmup_epochs": 20.0}, "optimizer.warmup_epochs"),
                        ({"optimizer.classifier_schedule": "constant"}, "optimizer.warmup_epochs"),
                        ({"optimizer.weight_decay": -1.0}, "optimizer.weight_decay")):
