@@ -150,3 +150,19 @@ def test_paired_bootstrap_of_auroc():
         bootstrap_auroc({"a": {"s": {"id": id_scores, "ood": ood_scores}},
                          "b": {"s": {"id": id_scores[:10], "ood": ood_scores}}},
                         "id", "ood", 100, seed=0)
+
+
+def test_resampled_auroc_equals_auroc_on_each_resample_with_ties():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+    from paired_auroc import resampled_auroc
+
+    id_scores, ood_scores = random_scores(3, rounding=1)  # ties within and across the sets
+    rng = np.random.default_rng(4)
+    id_draws = rng.integers(0, len(id_scores), (7, len(id_scores)))
+    ood_draws = rng.integers(0, len(ood_scores), (7, len(ood_scores)))
+    expected = [metrics.auroc(id_scores[i], ood_scores[o]) for i, o in zip(id_draws, ood_draws)]
+    np.testing.assert_allclose(resampled_auroc(id_scores, ood_scores, id_draws, ood_draws,
+                                               chunk=3), expected, atol=1e-12)

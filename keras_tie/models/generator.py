@@ -26,6 +26,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_tie.config import GENERATOR_UPSAMPLINGS
+
 
 @keras.saving.register_keras_serializable(package="keras_tie")
 class LogCondition(layers.Layer):
@@ -50,7 +52,7 @@ def build_generator(image_shape, num_conditions, latent_dim=64, width=128, bn_mo
     Returns:
         A functional `keras.Model` returning images of `image_shape` in [0, 1].
     """
-    if upsampling not in ("transpose", "resize"):
+    if upsampling not in GENERATOR_UPSAMPLINGS:
         raise ValueError("upsampling must be 'transpose' or 'resize'. "
                          f"Received: upsampling={upsampling!r}")
     height, width_px, channels = (int(d) for d in image_shape)
@@ -77,8 +79,7 @@ def build_generator(image_shape, num_conditions, latent_dim=64, width=128, bn_mo
             x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{i + 1}_resize")(x)
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
                               kernel_initializer=init, name=f"up{i + 1}")(x)
-            x = layers.BatchNormalization(momentum=bn_momentum, name=f"up{i + 1}_bn")(x)
-            x = layers.ReLU(name=f"up{i + 1}_relu")(x)
+            x = _bn_relu(x, f"up{i + 1}", bn_momentum)
         else:
             x = _deconv_bn_relu(x, filters, 2, init, f"up{i + 1}", bn_momentum)
     x = _deconv_bn_relu(x, filters, 1, init, "refine", bn_momentum)
@@ -97,5 +98,9 @@ def build_generator(image_shape, num_conditions, latent_dim=64, width=128, bn_mo
 def _deconv_bn_relu(x, filters, stride, init, name, bn_momentum):
     x = layers.Conv2DTranspose(filters, 4 if stride == 2 else 3, strides=stride, padding="same",
                                use_bias=False, kernel_initializer=init, name=name)(x)
+    return _bn_relu(x, name, bn_momentum)
+
+
+def _bn_relu(x, name, bn_momentum):
     x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
