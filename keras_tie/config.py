@@ -34,6 +34,8 @@ BACKBONES = ("auto", "conv3", "conv5", "resnet", "airbench", "cnn2")
 PRECISIONS = ("float32", "mixed_bfloat16")  # model.precision
 GENERATOR_INITS = ("gray", "data_mean")  # model.generator_init
 GENERATOR_UPSAMPLINGS = ("transpose", "resize")  # model.generator_upsampling
+FEATURE_POOLINGS = ("auto", "max", "avg")  # model.feature_pooling
+GLOBAL_POOLING_BACKBONES = ("airbench", "resnet")
 
 
 class ConfigError(ValueError):
@@ -143,6 +145,13 @@ class ModelConfig(_Table):
             artifacts", Distill 2016, which cannot draw the checkerboard
             patterns that uneven kernel overlap gives transposed convolutions).
             Experimental (docs/experiments.md, "CIFAR-10 TIE variants").
+        feature_pooling: how `airbench` and `resnet` pool their last feature
+            map into the penultimate features: "auto" (the backbone's own:
+            global max-pooling for airbench, as in its public recipes, global
+            average pooling for resnet), "max" or "avg". Backbones that
+            flatten (conv3, conv5, cnn2) take "auto" only. Experimental: "avg"
+            on airbench did not move CIFAR-10's level-1 shares
+            (docs/experiments.md, "Global average pooling in the airbench head").
         bn_momentum: BatchNormalization momentum of both networks (Keras'
             0.99; use 0.9 for runs of a few hundred steps, see build_classifier).
         dropout: rate of a Dropout layer between the penultimate features and
@@ -170,6 +179,7 @@ class ModelConfig(_Table):
     generator_width: int = 128
     generator_init: str = "gray"
     generator_upsampling: str = "transpose"
+    feature_pooling: str = "auto"
     bn_momentum: float = 0.99
     dropout: float = 0.0
     precision: str = "float32"
@@ -181,6 +191,10 @@ class ModelConfig(_Table):
         self._check(self.generator_init in GENERATOR_INITS, "generator_init",
                     "'gray' or 'data_mean'")
         self._require_choice("generator_upsampling", GENERATOR_UPSAMPLINGS)
+        self._require_choice("feature_pooling", FEATURE_POOLINGS)
+        self._check(self.feature_pooling == "auto" or self.backbone in GLOBAL_POOLING_BACKBONES,
+                    "feature_pooling", "'auto' unless model.backbone is one of "
+                    f"{GLOBAL_POOLING_BACKBONES} (the others flatten their last feature map)")
         self._require(_FRACTION, "dropout")
         self._require_choice("precision", PRECISIONS)
 

@@ -39,6 +39,23 @@ def test_airbench_builds_at_32x32x3_with_its_published_shape():
         Config.load(None, {"model.backbone": "airbnb"})
 
 
+def test_airbench_feature_pooling_takes_the_max_or_the_mean_of_the_last_map():
+    keras.utils.set_random_seed(0)
+    by_pooling = {pooling: build_classifier((32, 32, 3), 11, "airbench", width=8, pooling=pooling)
+                  for pooling in ("auto", "max", "avg")}
+    images = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype(np.float32)
+    for pooling, classifier in by_pooling.items():
+        last_map = keras.Model(classifier.input,
+                               classifier.get_layer("block3_conv2_relu").output)(images)
+        features, _ = feature_model(classifier)(images)
+        reduce = tf.reduce_mean if pooling == "avg" else tf.reduce_max  # auto: airbench's max
+        np.testing.assert_allclose(features, reduce(last_map, axis=(1, 2)), rtol=1e-6)
+    with pytest.raises(ValueError, match="pooling='avg' needs a backbone that pools globally"):
+        build_classifier((32, 32, 3), 11, "conv5", width=8, pooling="avg")
+    config = Config.load(None, {"model.backbone": "airbench", "model.feature_pooling": "avg"})
+    assert config.model.feature_pooling == "avg"
+
+
 def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_outputs():
     keras.utils.set_random_seed(0)
     classifier = build_classifier((32, 32, 3), 11, "airbench", width=8, precision="mixed_bfloat16")

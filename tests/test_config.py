@@ -36,6 +36,9 @@ def test_each_section_is_named_as_its_key_in_config():
      "Config key 'model.dropout' must be a number in [0, 1). Received: model.dropout=1.0."),
     (ModelConfig, {"backbone": "vgg"}, "Config key 'model.backbone' must be one of "
      "('auto', 'conv3', 'conv5', 'resnet', 'airbench', 'cnn2'). Received: model.backbone='vgg'."),
+    (ModelConfig, {"feature_pooling": "avg"}, "Config key 'model.feature_pooling' must be 'auto' "
+     "unless model.backbone is one of ('airbench', 'resnet') (the others flatten their last "
+     "feature map). Received: model.feature_pooling='avg'."),
     (OptimizerConfig, {"classifier_lr": 0.0}, "Config key 'optimizer.classifier_lr' must be a "
      "positive number. Received: optimizer.classifier_lr=0.0."),
     (OptimizerConfig, {"warmup_epochs": 1.0}, "Config key 'optimizer.warmup_epochs' must be 0 "

@@ -52,7 +52,7 @@ def resolve_backbone(name, image_shape):
 
 def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_units=256,
                      mean=None, variance=None, bn_momentum=0.99, dropout=0.0,
-                     name="classifier", precision="float32"):
+                     name="classifier", precision="float32", pooling="auto"):
     """Builds a classifier returning `num_outputs` logits.
 
     Args:
@@ -76,6 +76,10 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
             float32 weights). The input standardisation, the `features` layer
             and the logits stay float32 in both, so features, probabilities
             and every score are float32. The policy is saved with the model.
+        pooling: how `airbench` and `resnet` pool their last feature map:
+            "auto" (airbench: global max-pooling, as in the public recipes;
+            resnet: global average pooling), "max" or "avg". The other
+            backbones flatten and take "auto" only.
 
     Returns:
         A functional `keras.Model`; `model.get_layer("features")` gives the
@@ -91,9 +95,16 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}. "
                          f"Received: precision={precision!r}")
+    if pooling not in ("auto", "max", "avg"):
+        raise ValueError(f"pooling must be 'auto', 'max' or 'avg'. Received: pooling={pooling!r}")
+    if pooling != "auto" and backbone not in ("airbench", "resnet"):
+        raise ValueError(f"pooling={pooling!r} needs a backbone that pools globally (airbench, "
+                         f"resnet); backbone={backbone!r} flattens. Use pooling='auto'.")
+    if pooling == "auto":
+        pooling = "max" if backbone == "airbench" else "avg"
     with _dtype_policy(precision):
         return _build(image_shape, num_outputs, backbone, width, dense_units, mean, variance,
-                      bn_momentum, dropout, name)
+                      bn_momentum, dropout, name, pooling)
 
 
 @contextlib.contextmanager
@@ -108,7 +119,7 @@ def _dtype_policy(policy):
 
 
 def _build(image_shape, num_outputs, backbone, width, dense_units, mean, variance, bn_momentum,
-           dropout, name):
+           dropout, name, pooling):
     inputs = keras.Input(image_shape, name="pixels")
     x = layers.Normalization(axis=-1, mean=mean, variance=variance, name="standardize",
                              dtype="float32")(inputs)
@@ -132,7 +143,7 @@ def _build(image_shape, num_outputs, backbone, width, dense_units, mean, varianc
                 stride = 2 if stage > 0 and block == 0 else 1
                 x = _residual_block(x, filters, stride, f"stage{stage + 1}_block{block + 1}",
                                     bn_momentum)
-        x = layers.GlobalAveragePooling2D(name="gap")(x)
+        x = _global_pooling(pooling, name="gap")(x)
     elif backbone == "airbench":
         x = _conv_bn_relu(x, max(width // 2, 1), "stem", bn_momentum)
         for block, filters in enumerate((width, 4 * width, 4 * width)):
@@ -155,7 +166,7 @@ def _build(image_shape, num_outputs, backbone, width, dense_units, mean, varianc
             "resnet, airbench, cnn2 or auto."
         )
     if backbone == "airbench":
-        features = layers.GlobalMaxPooling2D(name=FEATURES_LAYER, dtype="float32")(x)
+        features = _global_pooling(pooling, name=FEATURES_LAYER, dtype="float32")(x)
     elif backbone == "cnn2":
         features = layers.Dense(dense_units, activation="relu", name=FEATURES_LAYER,
                                 dtype="float32")(x)
@@ -195,6 +206,12 @@ def feature_model(classifier):
         [classifier.get_layer(FEATURES_LAYER).output, classifier.outputs[0]],
         name=f"{classifier.name}_features",
     )
+
+
+def _global_pooling(kind, **kwargs):
+    if kind == "max":
+        return layers.GlobalMaxPooling2D(**kwargs)
+    return layers.GlobalAveragePooling2D(**kwargs)
 
 
 def _conv_bn_relu(x, filters, name, bn_momentum, stride=1):

@@ -119,7 +119,8 @@ def build_config_classifier(config, info, num_outputs, mean, variance):
     """The classifier of `config.model` for `info`'s images, standardising by (mean, variance)."""
     m = config.model
     return build_classifier(info.image_shape, num_outputs, m.backbone, m.width, m.dense_units,
-                            mean, variance, m.bn_momentum, m.dropout, precision=m.precision)
+                            mean, variance, m.bn_momentum, m.dropout, precision=m.precision,
+                            pooling=m.feature_pooling)
 
 
 def classifier_record(config, data, num_outputs, mean, variance, with_garbage=True):
