@@ -37,7 +37,7 @@ import contextlib
 import keras
 from keras import layers
 
-from keras_tie.config import PRECISIONS
+from keras_tie.config import FEATURE_POOLINGS, GLOBAL_POOLING_BACKBONES, PRECISIONS
 
 FEATURES_LAYER = "features"
 CNN2_CONV_DROPOUT = 0.25  # OODGen's classifier: Dropout(0.25) after the pooling
@@ -95,11 +95,13 @@ def build_classifier(image_shape, num_outputs, backbone="auto", width=32, dense_
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}. "
                          f"Received: precision={precision!r}")
-    if pooling not in ("auto", "max", "avg"):
-        raise ValueError(f"pooling must be 'auto', 'max' or 'avg'. Received: pooling={pooling!r}")
-    if pooling != "auto" and backbone not in ("airbench", "resnet"):
-        raise ValueError(f"pooling={pooling!r} needs a backbone that pools globally (airbench, "
-                         f"resnet); backbone={backbone!r} flattens. Use pooling='auto'.")
+    if pooling not in FEATURE_POOLINGS:
+        raise ValueError(f"pooling must be one of {FEATURE_POOLINGS}. "
+                         f"Received: pooling={pooling!r}")
+    if pooling != "auto" and backbone not in GLOBAL_POOLING_BACKBONES:
+        raise ValueError(f"pooling={pooling!r} needs a backbone that pools globally "
+                         f"{GLOBAL_POOLING_BACKBONES}; backbone={backbone!r} flattens. "
+                         "Use pooling='auto'.")
     if pooling == "auto":
         pooling = "max" if backbone == "airbench" else "avg"
     with _dtype_policy(precision):
